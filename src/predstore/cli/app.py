@@ -1,0 +1,18 @@
+"""The ``predstore`` command: one typer application, one sub-command per module."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="predstore",
+    help="Inspect, verify, finalize and export predstore stores; query a run registry.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def main() -> None:
+    """Entry point of the ``predstore`` console script."""
+    app()

@@ -1,0 +1,58 @@
+"""The exceptions predstore raises.
+
+Every error that predstore raises on purpose is a :class:`PredstoreError`, so
+``except predstore.PredstoreError`` catches all of them and nothing else. Each
+subclass also derives from the builtin exception a Python user would expect
+(``ValueError`` for bad input, ``KeyError`` for a missing key, ...), and each
+message names the key, index or file concerned and says what was expected.
+"""
+
+from __future__ import annotations
+
+
+class PredstoreError(Exception):
+    """Base class of every error that predstore raises on purpose."""
+
+    def __str__(self) -> str:
+        # KeyError quotes its message; keep every message readable as written.
+        return str(self.args[0]) if self.args else ""
+
+
+class InvalidBatchError(PredstoreError, ValueError):
+    """A batch handed to a writer is malformed: lengths, indices or names."""
+
+
+class SchemaError(PredstoreError, ValueError):
+    """A key's type or shape cannot be stored, or differs from its schema."""
+
+
+class StoreExistsError(PredstoreError, FileExistsError):
+    """The path already holds a store (or other data) and the mode forbids writing."""
+
+
+class StoreNotCommittedError(PredstoreError, FileNotFoundError):
+    """The path holds no committed store: there is no store manifest."""
+
+
+class CorruptStoreError(PredstoreError):
+    """A manifest or data file is unreadable, inconsistent or unsafe."""
+
+
+class FormatVersionError(PredstoreError):
+    """The store was written by a newer predstore format than this one reads."""
+
+
+class UnknownKeyError(PredstoreError, KeyError):
+    """A key was asked for that the store does not hold."""
+
+
+class MissingRowsError(PredstoreError, KeyError):
+    """Indices or names were asked for that the store does not hold."""
+
+
+class CoverageError(PredstoreError):
+    """A committed write has duplicate or missing indices and ``strict=True`` was set."""
+
+
+class CommitConflictError(PredstoreError):
+    """Another process committed the store while this commit was being prepared."""
