@@ -56,3 +56,23 @@ class CoverageError(PredstoreError):
 
 class CommitConflictError(PredstoreError):
     """Another process committed the store while this commit was being prepared."""
+
+
+class ConfigError(PredstoreError, ValueError):
+    """A callback or logger was given invalid or conflicting arguments."""
+
+
+class RegistryError(PredstoreError):
+    """The run registry cache is missing, outdated or busy."""
+
+
+class QueryError(RegistryError, ValueError):
+    """A registry query names an unknown field, operator or export format."""
+
+
+class UnknownRunError(RegistryError, KeyError):
+    """No run, or more than one run, in the registry matches the given run id."""
+
+
+class CorruptRunError(RegistryError):
+    """A file of a run directory is unreadable or does not follow its format."""
