@@ -12,6 +12,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+from predstore.cli import store as _store_cli  # noqa: E402
+
+_store_cli.register(app)
+
 
 def main() -> None:
     """Entry point of the ``predstore`` console script."""

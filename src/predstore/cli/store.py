@@ -1,0 +1,204 @@
+"""``predstore info | verify | finalize | export``: the store commands."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from predstore.errors import PredstoreError
+
+console = Console()
+errors = Console(stderr=True)
+
+StorePath = Annotated[Path, typer.Argument(help="The store directory.", show_default=False)]
+
+
+def register(app: typer.Typer) -> None:
+    for command in (info, verify, finalize, export):
+        app.command()(command)
+
+
+@contextmanager
+def _friendly_errors() -> Iterator[None]:
+    """predstore's own errors end the command with their message and exit status 1."""
+    try:
+        yield
+    except PredstoreError as e:
+        errors.print(f"[bold red]error:[/] {e}", highlight=False)
+        raise typer.Exit(1) from None
+
+
+def info(
+    path: StorePath,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+) -> None:
+    """Rows, keys (storage, dtype, shape, bytes, compression), coverage, writes and provenance."""
+    import predstore
+    from predstore.read.inspect import disk_bytes, file_count, key_usage
+
+    with _friendly_errors():
+        store = predstore.open(path)
+        if as_json:
+            typer.echo(msgspec.json.encode(store.manifest).decode())
+            return
+        usage = key_usage(store)
+    m = store.manifest
+    console.print(
+        f"[bold]{store.path}[/]  generation {m.generation}, committed {m.committed_at}\n"
+        f"{m.rows:,} rows, {len(m.schema.keys)} keys, {file_count(store)} data files, "
+        f"{_bytes(disk_bytes(store))} on disk"
+    )
+    keys = _table("key", "storage", "dtype", "shape", "on disk", "raw", "ratio", title="Keys")
+    for u in usage:
+        ratio = "" if math.isnan(u.ratio) else f"{u.ratio:.2f}x"
+        keys.add_row(
+            u.key, u.storage, u.dtype, u.shape, _bytes(u.disk_bytes), _bytes(u.raw_bytes), ratio
+        )
+    console.print(keys)
+    cover = _table(
+        "dataloader", "expected", "written", "unique", "duplicates", "missing", title="Coverage"
+    )
+    for dl, c in sorted(m.coverage.items()):
+        cover.add_row(
+            str(dl), _n(c.expected), _n(c.written), _n(c.unique), _n(c.duplicates), _n(c.missing)
+        )
+    console.print(cover)
+    writes = _table(
+        "write",
+        "mode",
+        "world size",
+        "rows",
+        "ranks",
+        "index source",
+        "started",
+        "ended",
+        title="Writes",
+    )
+    for w in m.writes:
+        ranks = ", ".join(f"{r}:{s}" for r, s in sorted(w.ranks.items()))
+        writes.add_row(
+            w.write_id,
+            w.mode,
+            str(w.world_size),
+            _n(w.rows),
+            ranks,
+            w.index_source or "",
+            w.started_at,
+            w.ended_at,
+        )
+    console.print(writes)
+    libraries = m.provenance.get("libraries", {})
+    console.print(
+        "Provenance: " + ", ".join(f"{k} {v}" for k, v in libraries.items()), highlight=False
+    )
+    for w in m.writes:
+        extra = {k: v for k, v in w.provenance.items() if k not in ("pid",)}
+        if extra:
+            console.print(
+                f"  {w.write_id}: " + ", ".join(f"{k}={v}" for k, v in extra.items()),
+                highlight=False,
+            )
+
+
+def verify(
+    path: StorePath,
+    deep: Annotated[
+        bool, typer.Option(help="Also decode every value (reads the whole store).")
+    ] = False,
+) -> None:
+    """Check every file of the manifest, the parts, the arrays' extents and the coverage figures."""
+    from predstore.read.verify import verify as run
+
+    report = run(path, deep=deep)
+    for problem in report.problems:
+        errors.print(f"[red]problem:[/] {problem}", highlight=False)
+    for w in report.unfinished:
+        how = (
+            "`predstore finalize` or mode='resume' recovers them"
+            if w.recoverable
+            else "superseded by a later commit; finalize will not use them"
+        )
+        errors.print(
+            f"[yellow]unfinished write[/] {w.write_id} ({w.mode}, ranks {w.ranks}): "
+            f"{w.rows:,} committed rows not in the store manifest; {how}",
+            highlight=False,
+        )
+    if report.ok:
+        console.print(
+            f"[green]ok[/] {report.path}: generation {report.generation}, {report.rows:,} rows, "
+            f"{report.files_checked} files checked",
+            highlight=False,
+        )
+        return
+    errors.print(f"[bold red]not ok[/] {report.path}", highlight=False)
+    raise typer.Exit(1)
+
+
+def finalize(path: StorePath) -> None:
+    """Commit what the ranks of unfinished writes committed (after all writers stopped)."""
+    import predstore
+
+    with _friendly_errors():
+        manifest = predstore.finalize(path)
+    console.print(
+        f"committed generation {manifest.generation}: {manifest.rows:,} rows", highlight=False
+    )
+    for dl, c in sorted(manifest.coverage.items()):
+        console.print(
+            f"  dataloader {dl}: {_n(c.unique)} unique of {_n(c.expected)} expected, "
+            f"{c.duplicates} duplicates, {_n(c.missing)} missing",
+            highlight=False,
+        )
+
+
+def export(
+    path: StorePath,
+    out: Annotated[Path, typer.Argument(help="The file to write.", show_default=False)],
+    format: Annotated[str, typer.Option("--format", "-f", help="parquet or csv.")] = "parquet",
+    arrays: Annotated[
+        str, typer.Option(help="list: Zarr keys as list columns; skip: leave them out.")
+    ] = "list",
+) -> None:
+    """Write every row to one Parquet or CSV file, sorted by dataloader and index."""
+    import predstore
+    from predstore.read.export import export as run
+
+    if format not in ("parquet", "csv") or arrays not in ("list", "skip"):
+        errors.print("[bold red]error:[/] --format is parquet or csv; --arrays is list or skip")
+        raise typer.Exit(2)
+    with _friendly_errors():
+        rows = run(predstore.open(path), out, format=format, arrays=arrays)  # type: ignore[arg-type]
+    console.print(f"wrote {rows:,} rows to {out}", highlight=False)
+
+
+def _table(*columns: str, title: str) -> Table:
+    table = Table(title=title, title_justify="left", show_edge=False)
+    for column in columns:
+        table.add_column(
+            column,
+            justify="right"
+            if column not in ("key", "write", "mode", "storage", "dtype")
+            else "left",
+        )
+    return table
+
+
+def _n(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def _bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"

@@ -1,0 +1,208 @@
+"""The one place where predstore touches storage.
+
+Every file operation of the format goes through a :class:`FileSystem`: write a
+file under a temporary name and move it into place, create a file only if it
+is absent, read, size, list (writers and recovery only; readers never list)
+and delete. Paths are store-relative POSIX paths checked by
+:func:`predstore.format.layout.check_relpath`, so a manifest can never make
+predstore touch anything outside its store.
+
+:class:`LocalFileSystem` implements the contract on a local or network-mounted
+directory. An object-store implementation plugs in here without touching the
+writer or the reader: ``put_if_absent`` becomes a conditional put, and
+``open_atomic`` an upload that becomes visible only when complete.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from typing import IO, Any
+
+from predstore.errors import CorruptStoreError
+from predstore.format.layout import check_relpath
+
+TEMP_MARKER = ".tmp-"
+"""Temporary files carry this marker in their name; they are never part of a store."""
+
+
+class FileSystem(abc.ABC):
+    """What a store needs from its storage. All paths are relative to the store root."""
+
+    root: str
+
+    @abc.abstractmethod
+    def read_bytes(self, path: str) -> bytes:
+        """The whole content of ``path``; ``FileNotFoundError`` if absent."""
+
+    @abc.abstractmethod
+    def replace(self, path: str, data: bytes) -> None:
+        """Atomically make ``path`` hold ``data`` (temporary file, fsync, rename)."""
+
+    @abc.abstractmethod
+    def put_if_absent(self, path: str, data: bytes) -> bool:
+        """Create ``path`` with ``data`` unless it exists; ``True`` when created."""
+
+    @abc.abstractmethod
+    def open_atomic(self, path: str) -> contextlib.AbstractContextManager[IO[bytes]]:
+        """A binary file that appears at ``path`` only when the block exits cleanly."""
+
+    @abc.abstractmethod
+    def size(self, path: str) -> int:
+        """Size in bytes of ``path``; ``FileNotFoundError`` if absent."""
+
+    @abc.abstractmethod
+    def exists(self, path: str) -> bool:
+        """Whether ``path`` exists (file or directory)."""
+
+    @abc.abstractmethod
+    def list(self, path: str) -> list[str]:
+        """Names directly under the directory ``path`` (empty when absent)."""
+
+    @abc.abstractmethod
+    def delete_tree(self, path: str) -> None:
+        """Remove ``path`` and everything under it; a missing path is not an error."""
+
+    @abc.abstractmethod
+    def uri(self, path: str) -> str:
+        """The location of ``path`` as pyarrow, polars and DuckDB open it."""
+
+    @abc.abstractmethod
+    def zarr_store(self, path: str, *, read_only: bool) -> Any:
+        """A ``zarr.abc.store.Store`` rooted at the directory ``path`` (one array)."""
+
+
+class LocalFileSystem(FileSystem):
+    """A store in a directory of a local or network-mounted file system.
+
+    ``durable=True`` fsyncs every data file before it is renamed into place, so
+    a commit also survives a power loss or kernel crash; without it a commit
+    survives the death of the process at any moment (what preemption does),
+    and manifests are always fsynced.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], *, durable: bool = False) -> None:
+        self.root = os.path.abspath(os.fspath(root))
+        self.durable = durable
+        self._real_root = os.path.realpath(self.root)
+
+    def __repr__(self) -> str:
+        return f"LocalFileSystem({self.root!r})"
+
+    def resolve(self, path: str) -> str:
+        """The absolute path of ``path``, refusing anything that leads outside the root."""
+        full = os.path.join(self.root, *check_relpath(path).split("/")) if path else self.root
+        real = os.path.realpath(full)
+        if real != self._real_root and not real.startswith(self._real_root + os.sep):
+            raise CorruptStoreError(
+                f"{path!r} leads outside the store {self.root!r} (through a symbolic link); "
+                "predstore only reads and writes inside its store"
+            )
+        return full
+
+    def read_bytes(self, path: str) -> bytes:
+        with open(self.resolve(path), "rb") as f:
+            return f.read()
+
+    def replace(self, path: str, data: bytes) -> None:
+        full = self.resolve(path)
+        tmp = _temp_name(full)
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, full)
+        except BaseException:
+            _remove_quietly(tmp)
+            raise
+        _fsync_dir(os.path.dirname(full))
+
+    def put_if_absent(self, path: str, data: bytes) -> bool:
+        full = self.resolve(path)
+        tmp = _temp_name(full)
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            # link() fails when the target exists: an atomic create-if-absent
+            # that also works on NFS, unlike O_EXCL on some old servers.
+            os.link(tmp, full)
+        except FileExistsError:
+            return False
+        finally:
+            _remove_quietly(tmp)
+        _fsync_dir(os.path.dirname(full))
+        return True
+
+    @contextlib.contextmanager
+    def open_atomic(self, path: str) -> Iterator[IO[bytes]]:
+        full = self.resolve(path)
+        tmp = _temp_name(full)
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        try:
+            with open(tmp, "wb") as f:
+                yield f
+                if self.durable:
+                    f.flush()
+                    os.fsync(f.fileno())
+            os.replace(tmp, full)
+        except BaseException:
+            _remove_quietly(tmp)
+            raise
+
+    def size(self, path: str) -> int:
+        return os.stat(self.resolve(path)).st_size
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(self.resolve(path))
+
+    def list(self, path: str) -> list[str]:
+        try:
+            return sorted(os.listdir(self.resolve(path)))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def delete_tree(self, path: str) -> None:
+        full = self.resolve(path)
+        if os.path.isdir(full) and not os.path.islink(full):
+            shutil.rmtree(full, ignore_errors=True)
+        else:
+            _remove_quietly(full)
+
+    def uri(self, path: str) -> str:
+        return self.resolve(path)
+
+    def zarr_store(self, path: str, *, read_only: bool) -> Any:
+        from zarr.storage import LocalStore
+
+        # One store per array: zarr then writes no group metadata above it,
+        # and every file it writes belongs to the array's own rank.
+        return LocalStore(self.resolve(path), read_only=read_only)
+
+
+def _temp_name(full: str) -> str:
+    head, name = os.path.split(full)
+    return os.path.join(head, f".{name}{TEMP_MARKER}{uuid.uuid4().hex[:12]}")
+
+
+def _remove_quietly(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _fsync_dir(path: str) -> None:
+    # Make the rename itself durable; some file systems refuse to open a directory.
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

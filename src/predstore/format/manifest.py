@@ -1,0 +1,194 @@
+"""The two manifests of the format, as typed records, and their JSON encoding.
+
+A *rank manifest* lists what one rank of one write has committed: its parts
+and the committed extent of each of its arrays. The *store manifest* is the
+commit point: it lists every part and array a reader may use, the schema,
+coverage and provenance. Both are JSON (``schemas/`` holds their JSON
+Schemas); decoding checks every type, and every path is checked to stay
+inside the store, so a damaged or hostile manifest is refused with a
+``CorruptStoreError`` naming the file and the offending field.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Annotated, Any, Literal, TypeVar
+
+import msgspec
+
+from predstore.errors import CorruptStoreError, FormatVersionError
+from predstore.format.layout import check_relpath, check_write_id
+from predstore.format.schema import Schema
+
+FORMAT_NAME = "predstore"
+FORMAT_VERSION = 1
+
+Mode = Literal["error", "overwrite", "append", "resume"]
+RankState = Literal["open", "closed", "failed"]
+Count = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class PartEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One committed Parquet part of one rank."""
+
+    path: str
+    write_id: str
+    rank: Count
+    seq: Count
+    rows: Count
+    bytes: Count
+    dataloaders: list[int]
+    index_min: int
+    index_max: int
+    array_offsets: dict[str, Count] = {}
+    """For each fixed-shape Zarr key: position of this part's first row in the rank's array."""
+
+
+class ArrayEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The committed extent of one Zarr array (one key of one rank of one write)."""
+
+    key: str
+    write_id: str
+    rank: Count
+    path: str
+    dtype: str
+    zarr_dtype: str
+    length: Count
+    """Committed extent along the first axis: rows, or elements for a ragged (flat) array."""
+    shape: list[Count]
+    chunks: list[Count]
+    shards: list[Count]
+    codecs: list[Any]
+    payload_bytes: Count
+    files: dict[str, Count]
+    """Every file of the array that the committed extent needs, with its size."""
+
+
+class RankManifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """What one rank of one write has committed so far."""
+
+    format: Literal["predstore"] = "predstore"
+    format_version: int = FORMAT_VERSION
+    write_id: str
+    rank: Count
+    world_size: Annotated[int, msgspec.Meta(ge=1)]
+    mode: Mode
+    base_generation: Count
+    resumes: list[str] = []
+    state: RankState
+    started_at: str
+    updated_at: str
+    schema: Schema | None = None
+    parts: list[PartEntry] = []
+    arrays: list[ArrayEntry] = []
+    expected: dict[int, Count] = {}
+    index_source: str | None = None
+    provenance: dict[str, Any] = {}
+
+    @property
+    def rows(self) -> int:
+        return sum(p.rows for p in self.parts)
+
+
+class WriteEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """One write that contributed to the store."""
+
+    write_id: str
+    mode: Mode
+    world_size: int
+    ranks: dict[int, RankState]
+    started_at: str
+    ended_at: str
+    rows: Count
+    index_source: str | None = None
+    provenance: dict[str, Any] = {}
+
+
+class Coverage(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """How well one dataloader's indices are covered."""
+
+    expected: Count | None
+    written: Count
+    unique: Count
+    duplicates: Count
+    missing: Count | None
+    duplicate_sample: list[int] = []
+    missing_sample: list[int] = []
+
+
+class StoreManifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The commit point of a store: everything a reader needs, and nothing it must list."""
+
+    format: Literal["predstore"] = "predstore"
+    format_version: int = FORMAT_VERSION
+    store_id: str
+    generation: Annotated[int, msgspec.Meta(ge=1)]
+    created_at: str
+    committed_at: str
+    rows: Count
+    schema: Schema
+    writes: list[WriteEntry]
+    parts: list[PartEntry]
+    arrays: list[ArrayEntry]
+    coverage: dict[int, Coverage]
+    provenance: dict[str, Any] = {}
+
+    @property
+    def duplicates(self) -> int:
+        return sum(c.duplicates for c in self.coverage.values())
+
+
+class _Header(msgspec.Struct):
+    format: str = FORMAT_NAME
+    format_version: int = 0
+
+
+_M = TypeVar("_M", StoreManifest, RankManifest)
+
+
+def now() -> str:
+    """The current UTC time as an ISO 8601 string, as every manifest records time."""
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")
+
+
+def encode(manifest: StoreManifest | RankManifest) -> bytes:
+    return msgspec.json.format(msgspec.json.encode(manifest), indent=1)
+
+
+def decode(data: bytes, kind: type[_M], *, source: str) -> _M:
+    """Decode and check a manifest read from ``source`` (a file name used in errors)."""
+    try:
+        header = msgspec.json.decode(data, type=_Header)
+    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        raise CorruptStoreError(
+            f"{source} is not a readable manifest ({e}); it may be truncated"
+        ) from None
+    if header.format != FORMAT_NAME:
+        raise CorruptStoreError(f"{source} is not a predstore manifest (format {header.format!r})")
+    if header.format_version > FORMAT_VERSION:
+        raise FormatVersionError(
+            f"{source} was written in predstore format version {header.format_version}; "
+            f"this predstore reads versions up to {FORMAT_VERSION}: upgrade predstore to read it"
+        )
+    if header.format_version < 1:
+        raise CorruptStoreError(f"{source}: format_version must be a positive integer")
+    try:
+        manifest = msgspec.json.decode(data, type=kind)
+    except msgspec.ValidationError as e:
+        raise CorruptStoreError(f"{source} is damaged: {e}") from None
+    _check_paths(manifest, source)
+    return manifest
+
+
+def _check_paths(manifest: StoreManifest | RankManifest, source: str) -> None:
+    try:
+        check_write_id(manifest.write_id) if isinstance(manifest, RankManifest) else None
+        for part in manifest.parts:
+            check_relpath(part.path)
+            check_write_id(part.write_id)
+        for array in manifest.arrays:
+            check_relpath(array.path)
+            for path in array.files:
+                check_relpath(path)
+    except (CorruptStoreError, ValueError) as e:
+        raise CorruptStoreError(f"{source} is damaged: {e}") from None

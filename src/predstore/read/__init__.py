@@ -1,0 +1,1 @@
+"""Reading a committed store: analysis through polars, values by index or name."""

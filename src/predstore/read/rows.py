@@ -1,0 +1,124 @@
+"""The row index of a store: where each visible (dataloader_idx, index) lives.
+
+Built once per opened store from the parts' key columns (16 bytes a row to
+read, 24 to keep). When a key was written more than once, the reader sees
+the first committed row: the first in the manifest's part order, which
+lists writes in commit order, then ranks, then each rank's parts in order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from predstore.errors import MissingRowsError
+from predstore.format.coverage import row_keys
+from predstore.format.fs import FileSystem
+from predstore.format.manifest import StoreManifest
+from predstore.format.schema import NAME
+
+NDArray = np.ndarray[Any, Any]
+
+
+class RowIndex:
+    """Visible rows sorted by (dataloader_idx, index), with their part and row within it."""
+
+    def __init__(self, fs: FileSystem, manifest: StoreManifest) -> None:
+        self._fs, self._parts = fs, manifest.parts
+        dl, index = row_keys(fs, manifest.parts)
+        sizes = [p.rows for p in manifest.parts]
+        part = np.repeat(np.arange(len(sizes), dtype=np.int32), sizes)
+        row = np.arange(len(dl), dtype=np.int64) - np.repeat(np.cumsum([0, *sizes[:-1]]), sizes)
+        order = np.lexsort((index, dl))  # stable: equal keys keep manifest order
+        dl, index = dl[order], index[order]
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = (dl[1:] != dl[:-1]) | (index[1:] != index[:-1])
+        self.dataloader_idx, self.index = dl[first], index[first]
+        self.part, self.row = part[order][first], row[order][first].astype(np.int32)
+        self._name_col: NDArray | None = None
+        self._names: tuple[NDArray, NDArray] | None = None
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def dataloader(self, dataloader_idx: int) -> slice:
+        """The positions of one dataloader's rows, in index order."""
+        lo, hi = np.searchsorted(self.dataloader_idx, [dataloader_idx, dataloader_idx + 1])
+        return slice(int(lo), int(hi))
+
+    def locate(self, indices: Sequence[int] | NDArray, dataloader_idx: int = 0) -> NDArray:
+        """Positions of ``indices`` of ``dataloader_idx``, in the order asked."""
+        wanted = np.asarray(indices, dtype=np.int64).reshape(-1)
+        span = self.dataloader(dataloader_idx)
+        keys = self.index[span]
+        at = np.searchsorted(keys, wanted)
+        found = at < len(keys)
+        found[found] = keys[at[found]] == wanted[found]
+        if not found.all():
+            missing = wanted[~found]
+            raise MissingRowsError(
+                f"{missing.size} of the {wanted.size} indices asked are not in dataloader "
+                f"{dataloader_idx} of the store (first: {missing[:5].tolist()}); it holds "
+                f"{len(keys)} rows there, indices {_range(keys)}"
+            )
+        return at + span.start
+
+    def locate_names(self, names: Sequence[str], dataloader_idx: int = 0) -> NDArray:
+        """Positions of the rows called ``names`` in ``dataloader_idx``, in the order asked."""
+        span = self.dataloader(dataloader_idx)
+        sorted_names, positions = self._name_index()
+        inside = (positions >= span.start) & (positions < span.stop)
+        sorted_names, positions = sorted_names[inside], positions[inside]
+        wanted = np.asarray(list(names), dtype=object)
+        at = np.searchsorted(sorted_names, wanted)
+        result = np.empty(len(wanted), dtype=np.int64)
+        for i, (name, j) in enumerate(zip(wanted, at, strict=True)):
+            if j >= len(sorted_names) or sorted_names[j] != name:
+                raise MissingRowsError(
+                    f"name {name!r} is not in dataloader {dataloader_idx} of the store "
+                    f"({len(sorted_names)} named rows there)"
+                )
+            if j + 1 < len(sorted_names) and sorted_names[j + 1] == name:
+                same = self.index[positions[sorted_names == name]][:5].tolist()
+                raise MissingRowsError(
+                    f"name {name!r} is not unique in dataloader {dataloader_idx}: rows with "
+                    f"indices {same} carry it; read them by index instead"
+                )
+            result[i] = positions[j]
+        return result
+
+    def names(self, positions: NDArray) -> list[str | None]:
+        """The name of each row at ``positions``."""
+        return self._name_column()[positions].tolist()
+
+    def _name_column(self) -> NDArray:
+        if self._name_col is None:
+            self._name_col = self._read_names()
+        return self._name_col
+
+    def _read_names(self) -> NDArray:
+        column = np.empty(len(self), dtype=object)
+        by_part = np.argsort(self.part, kind="stable")
+        bounds = np.flatnonzero(np.diff(self.part[by_part])) + 1
+        for chunk in np.split(by_part, bounds):
+            if not len(chunk):
+                continue
+            path = self._fs.uri(self._parts[self.part[chunk[0]]].path)
+            names = pq.read_table(path, columns=[NAME]).column(NAME).to_numpy(zero_copy_only=False)
+            column[chunk] = names[self.row[chunk]]
+        return column
+
+    def _name_index(self) -> tuple[NDArray, NDArray]:
+        if self._names is None:
+            column = self._name_column()
+            named = np.flatnonzero(np.array([n is not None for n in column], dtype=bool))
+            order = np.argsort(column[named].astype(str), kind="stable")
+            self._names = (column[named][order], named[order])
+        return self._names
+
+
+def _range(keys: NDArray) -> str:
+    return f"{int(keys[0])}..{int(keys[-1])}" if len(keys) else "(none)"

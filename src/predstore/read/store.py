@@ -1,0 +1,285 @@
+"""Store: a committed store, opened for analysis and for reading values back."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from predstore.errors import (
+    CorruptStoreError,
+    InvalidBatchError,
+    StoreNotCommittedError,
+    UnknownKeyError,
+)
+from predstore.format import dtypes
+from predstore.format.commit import load_store_manifest
+from predstore.format.fs import FileSystem, LocalFileSystem
+from predstore.format.manifest import Coverage, PartEntry, StoreManifest
+from predstore.format.schema import (
+    DATALOADER,
+    INDEX,
+    NAME,
+    KeySchema,
+    Schema,
+    offset_column,
+    part_schema,
+    shape_column,
+)
+from predstore.read.arrays import ArrayReader
+from predstore.read.columns import from_arrow
+from predstore.read.rows import RowIndex
+from predstore.read.tensors import to_torch
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+NDArray = np.ndarray[Any, Any]
+
+
+def open(path: str | os.PathLike[str], *, filesystem: FileSystem | None = None) -> Store:
+    """Open the committed store at ``path``.
+
+    Example::
+
+        import predstore
+
+        store = predstore.open("preds.pstore")
+        print(len(store), store.keys())
+        accuracy = store.scan().select((pl.col("pred") == pl.col("label")).mean()).collect()
+        logits = store.read("logits", [0, 5, 7])
+
+    Only the store manifest is read here; it names every file the store
+    uses, so no directory is ever listed and files of writes in progress are
+    never seen. Raises ``StoreNotCommittedError`` when nothing was committed
+    at ``path``, ``FormatVersionError`` for a store of a newer format and
+    ``CorruptStoreError`` for a damaged manifest.
+    """
+    location = os.fspath(path)
+    if filesystem is None:
+        if os.path.isfile(location):
+            raise StoreNotCommittedError(f"{location} is a file; a store is a directory")
+        filesystem = LocalFileSystem(location)
+    manifest = load_store_manifest(filesystem)
+    if manifest is None:
+        raise StoreNotCommittedError(
+            f"{location} holds no committed store (no manifest.json). If a write to it died, "
+            f"`predstore finalize {location}` commits what its ranks had committed."
+        )
+    return Store(filesystem, manifest)
+
+
+class Store:
+    """A committed store: its schema, its rows as a polars LazyFrame, and its values by index or name."""
+
+    def __init__(self, fs: FileSystem, manifest: StoreManifest) -> None:
+        self.fs = fs
+        self.manifest = manifest
+        self._arrays = {(a.key, a.write_id, a.rank): ArrayReader(fs, a) for a in manifest.arrays}
+        _check_references(manifest)
+
+    # -- what the store holds ----------------------------------------------
+
+    @property
+    def path(self) -> str:
+        return self.fs.root
+
+    @property
+    def schema(self) -> Schema:
+        return self.manifest.schema
+
+    @property
+    def coverage(self) -> dict[int, Coverage]:
+        return self.manifest.coverage
+
+    def __len__(self) -> int:
+        return self.manifest.rows
+
+    def keys(self) -> list[str]:
+        return list(self.schema.keys)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.schema.keys
+
+    def __repr__(self) -> str:
+        keys = ", ".join(f"{k}: {s.describe()} ({s.storage})" for k, s in self.schema.keys.items())
+        return f"<predstore.Store {self.path!r}: {len(self)} rows, generation {self.manifest.generation}; {keys}>"
+
+    @property
+    def part_paths(self) -> list[str]:
+        """The Parquet parts, as paths that pyarrow, polars or DuckDB read directly."""
+        return [self.fs.uri(p.path) for p in self.manifest.parts]
+
+    # -- analysis ------------------------------------------------------------
+
+    def scan(self, columns: Sequence[str] | None = None, *, sort: bool = False) -> pl.LazyFrame:
+        """A polars LazyFrame over every part: ``index``, ``dataloader_idx``, ``name`` and the Parquet keys.
+
+        Each (dataloader_idx, index) appears once (the first committed row).
+        Rows come in storage order; ``sort=True`` sorts them by
+        (dataloader_idx, index). Zarr keys are read with :meth:`read`.
+        """
+        wanted = self._columns(columns)
+        if not self.manifest.parts:
+            return pl.from_arrow(part_schema(self.schema).empty_table()).lazy().select(wanted)  # type: ignore[union-attr]
+        frame = pl.scan_parquet(self.part_paths)
+        if self.manifest.duplicates:
+            frame = frame.unique(subset=[DATALOADER, INDEX], keep="first", maintain_order=True)
+        frame = frame.select(wanted)
+        return frame.sort([DATALOADER, INDEX]) if sort else frame
+
+    def to_pandas(self, columns: Sequence[str] | None = None, *, sort: bool = True) -> pd.DataFrame:
+        """The rows as a pandas DataFrame (sorted by dataloader and index unless ``sort=False``)."""
+        return self.scan(columns, sort=sort).collect().to_pandas()
+
+    def _columns(self, columns: Sequence[str] | None) -> list[str]:
+        base = [INDEX, DATALOADER] + ([NAME] if self.schema.names else [])
+        parquet = [k for k, s in self.schema.keys.items() if s.storage == "parquet"]
+        if columns is None:
+            return base + parquet
+        for column in columns:
+            if column not in base and column not in parquet and column != NAME:
+                zarr = [k for k, s in self.schema.keys.items() if s.storage == "zarr"]
+                hint = (
+                    f"; {column!r} is a Zarr key: read it with store.read()"
+                    if column in zarr
+                    else ""
+                )
+                raise UnknownKeyError(
+                    f"column {column!r} is not in the store's Parquet columns {base + parquet}{hint}"
+                )
+        return list(columns)
+
+    # -- values by index or name -------------------------------------------------
+
+    @cached_property
+    def rows(self) -> RowIndex:
+        """The row index (built on first use from the parts' key columns)."""
+        return RowIndex(self.fs, self.manifest)
+
+    def indices(self, dataloader_idx: int = 0) -> NDArray:
+        """The indices of ``dataloader_idx`` that the store holds, sorted."""
+        return self.rows.index[self.rows.dataloader(dataloader_idx)]
+
+    def read(
+        self,
+        key: str,
+        indices: Sequence[int] | NDArray | None = None,
+        *,
+        names: Sequence[str] | None = None,
+        dataloader_idx: int = 0,
+        as_torch: bool = False,
+    ) -> Any:
+        """The values of ``key`` for ``indices`` or ``names`` of ``dataloader_idx``, in the order asked.
+
+        With neither, every row of the dataloader in index order. Fixed-shape
+        keys come back as one numpy array (a masked array where a Parquet key
+        has nulls), ragged keys as a list of arrays, strings as an object
+        array. bfloat16 and float8 keys come back as ``ml_dtypes`` arrays, or
+        as tensors of the same dtype with ``as_torch=True``.
+        """
+        spec = self._spec(key)
+        positions = self._positions(indices, names, dataloader_idx)
+        values = self._gather(key, spec, positions)
+        return to_torch(values, key=key) if as_torch else values
+
+    def _spec(self, key: str) -> KeySchema:
+        if key not in self.schema.keys:
+            raise UnknownKeyError(f"key {key!r} is not in the store; it holds {self.keys()}")
+        return self.schema.keys[key]
+
+    def _positions(
+        self,
+        indices: Sequence[int] | NDArray | None,
+        names: Sequence[str] | None,
+        dataloader_idx: int,
+    ) -> NDArray:
+        if indices is not None and names is not None:
+            raise InvalidBatchError("pass indices or names, not both")
+        if names is not None:
+            if isinstance(names, str):
+                raise InvalidBatchError(f"names must be a list of names, got the string {names!r}")
+            return self.rows.locate_names(names, dataloader_idx)
+        if indices is None:
+            span = self.rows.dataloader(dataloader_idx)
+            return np.arange(span.start, span.stop)
+        return self.rows.locate(indices, dataloader_idx)
+
+    def _gather(self, key: str, spec: KeySchema, positions: NDArray) -> Any:
+        """Values at ``positions``, read part by part, returned in the order of ``positions``."""
+        part_of, row_of = self.rows.part[positions], self.rows.row[positions]
+        order = np.argsort(part_of, kind="stable")
+        bounds = np.flatnonzero(np.diff(part_of[order])) + 1
+        chunks = [
+            self._part_rows(key, spec, self.manifest.parts[part_of[group[0]]], row_of[group])
+            for group in np.split(order, bounds)
+            if len(group)
+        ]
+        inverse = np.argsort(order)
+        if spec.ragged:
+            flat = [row for chunk in chunks for row in chunk]
+            return [flat[i] for i in inverse]
+        if not chunks:
+            return _empty(spec)
+        masked = any(isinstance(c, np.ma.MaskedArray) for c in chunks)
+        joined = np.ma.concatenate(chunks) if masked else np.concatenate(chunks)  # type: ignore[no-untyped-call]
+        return joined[inverse]
+
+    def _part_rows(self, key: str, spec: KeySchema, part: PartEntry, rows: NDArray) -> Any:
+        if spec.storage == "parquet":
+            column = self._read_part(part, [key]).column(key).take(pa.array(rows))
+            return from_arrow(spec, column)
+        array = self._arrays[(key, part.write_id, part.rank)]
+        if not spec.ragged:
+            return array.rows(part.array_offsets[key] + rows)
+        table = self._read_part(part, [offset_column(key), shape_column(key)]).take(pa.array(rows))
+        starts = table.column(0).to_numpy()
+        shapes = table.column(1).combine_chunks().flatten().to_numpy().reshape(len(rows), -1)
+        spans = array.spans(starts, shapes.prod(axis=1))
+        return [span.reshape(shape) for span, shape in zip(spans, shapes.tolist(), strict=True)]
+
+    def _read_part(self, part: PartEntry, columns: list[str]) -> pa.Table:
+        try:
+            table = pq.read_table(self.fs.uri(part.path), columns=columns)
+        except (OSError, pa.ArrowException) as e:
+            raise CorruptStoreError(f"part {part.path} cannot be read: {e}") from None
+        if table.num_rows != part.rows:
+            raise CorruptStoreError(
+                f"part {part.path} holds {table.num_rows} rows, its manifest says {part.rows}"
+            )
+        return table
+
+
+def _empty(spec: KeySchema) -> NDArray:
+    if spec.dtype == dtypes.STRING:
+        return np.zeros(0, dtype=object)
+    return np.zeros(
+        (0, *[int(d) for d in spec.shape if d is not None]), dtypes.get(spec.dtype).numpy
+    )
+
+
+def _check_references(manifest: StoreManifest) -> None:
+    """Every part must find its arrays, inside their committed extents."""
+    arrays = {(a.key, a.write_id, a.rank): a for a in manifest.arrays}
+    zarr_keys = [k for k, s in manifest.schema.keys.items() if s.storage == "zarr"]
+    for part in manifest.parts:
+        for key in zarr_keys:
+            array = arrays.get((key, part.write_id, part.rank))
+            if array is None:
+                raise CorruptStoreError(
+                    f"the manifest lists part {part.path} but no array of key {key!r} for its rank"
+                )
+            if manifest.schema.keys[key].ragged:
+                continue
+            offset = part.array_offsets.get(key)
+            if offset is None or offset + part.rows > array.length:
+                raise CorruptStoreError(
+                    f"part {part.path} places key {key!r} at {offset}..+{part.rows}, "
+                    f"outside the committed extent {array.length} of {array.path}"
+                )

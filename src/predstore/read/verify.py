@@ -1,0 +1,221 @@
+"""Checking that a store's files are what its manifest says they are.
+
+:func:`verify` checks, for the committed generation: every file the manifest
+names exists with its recorded size; every part is a readable Parquet file
+with its recorded rows and the store's column types; every array opens with
+its recorded dtype and covers its committed extent, and every shard that a
+committed row needs is listed; the coverage figures match the rows. With
+``deep=True`` it also decodes every value. It then looks for unfinished
+writes (rank data that no store manifest includes yet) and says how many
+rows ``finalize`` or ``mode="resume"`` would recover.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from predstore.errors import PredstoreError
+from predstore.format.commit import pending_writes
+from predstore.format.coverage import coverage, row_keys
+from predstore.format.fs import LocalFileSystem
+from predstore.format.manifest import ArrayEntry, Coverage, PartEntry
+from predstore.format.schema import offset_column, part_schema, shape_column
+from predstore.read.arrays import ArrayReader
+from predstore.read.store import Store, open
+
+
+@dataclass(frozen=True)
+class UnfinishedWrite:
+    """Rank data of a write that no store manifest includes yet."""
+
+    write_id: str
+    mode: str
+    ranks: dict[int, str]
+    rows: int
+    recoverable: bool
+    """Whether ``finalize`` would commit it (it started from the current generation)."""
+
+
+@dataclass
+class VerifyReport:
+    path: str
+    generation: int | None = None
+    rows: int = 0
+    files_checked: int = 0
+    problems: list[str] = field(default_factory=list)
+    unfinished: list[UnfinishedWrite] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when the committed store is sound and no recoverable write is waiting."""
+        return not self.problems and not any(w.recoverable for w in self.unfinished)
+
+
+def verify(path: str | os.PathLike[str], *, deep: bool = False) -> VerifyReport:
+    """Check the store at ``path``; problems are collected, never raised."""
+    report = VerifyReport(os.fspath(path))
+    fs = LocalFileSystem(path)
+    store = None
+    try:
+        store = open(path)
+    except PredstoreError as e:
+        report.problems.append(str(e))
+    if store is not None:
+        report.generation, report.rows = store.manifest.generation, len(store)
+        for check in (_check_parts, _check_arrays, _check_coverage):
+            try:
+                check(store, report, deep)
+            except PredstoreError as e:
+                report.problems.append(str(e))
+    generation = store.manifest.generation if store else 0
+    try:
+        for write_id, ranks in pending_writes(fs, store.manifest if store else None).items():
+            report.unfinished.append(
+                UnfinishedWrite(
+                    write_id=write_id,
+                    mode=ranks[0].mode,
+                    ranks={r.rank: r.state for r in ranks},
+                    rows=sum(r.rows for r in ranks),
+                    recoverable=all(r.base_generation == generation for r in ranks),
+                )
+            )
+    except PredstoreError as e:
+        report.problems.append(f"unfinished write data is unreadable: {e}")
+    return report
+
+
+def _check_file(store: Store, report: VerifyReport, path: str, size: int) -> bool:
+    report.files_checked += 1
+    try:
+        actual = store.fs.size(path)
+    except FileNotFoundError:
+        report.problems.append(f"{path} is missing")
+        return False
+    except PredstoreError as e:
+        report.problems.append(str(e))
+        return False
+    if actual != size:
+        report.problems.append(f"{path} has {actual} bytes, the manifest says {size}")
+        return False
+    return True
+
+
+def _check_parts(store: Store, report: VerifyReport, deep: bool) -> None:
+    expected = part_schema(store.schema)
+    for part in store.manifest.parts:
+        if not _check_file(store, report, part.path, part.bytes):
+            continue
+        try:
+            file = pq.ParquetFile(store.fs.uri(part.path))
+            if file.metadata.num_rows != part.rows:
+                report.problems.append(
+                    f"{part.path} holds {file.metadata.num_rows} rows, the manifest says {part.rows}"
+                )
+            if not file.schema_arrow.remove_metadata().equals(expected.remove_metadata()):
+                report.problems.append(f"{part.path} does not have the store's column types")
+            if deep:
+                file.read()
+        except (OSError, pa.ArrowException) as e:
+            report.problems.append(f"{part.path} is not readable Parquet: {e}")
+
+
+def _check_arrays(store: Store, report: VerifyReport, deep: bool) -> None:
+    parts_of: dict[tuple[str, int], list[PartEntry]] = {}
+    for part in store.manifest.parts:
+        parts_of.setdefault((part.write_id, part.rank), []).append(part)
+    for entry in store.manifest.arrays:
+        sizes_ok = all([_check_file(store, report, p, n) for p, n in entry.files.items()])  # noqa: C419 (check every file)
+        reader = ArrayReader(store.fs, entry)
+        try:
+            reader.array  # noqa: B018  (opening checks shape and dtype)
+        except PredstoreError as e:
+            report.problems.append(str(e))
+            continue
+        spans = _spans(store, entry, parts_of.get((entry.write_id, entry.rank), []))
+        listed = set(entry.files)
+        for start, stop in spans:
+            if stop > entry.length:
+                report.problems.append(
+                    f"{entry.path}: committed rows reach {stop}, past its extent {entry.length}"
+                )
+            for shard in _shards(reader, start, min(stop, entry.length)):
+                if shard not in listed:
+                    report.problems.append(
+                        f"{entry.path}: shard {shard} holds committed rows but is not listed"
+                    )
+        if deep and sizes_ok and entry.length:
+            try:
+                reader.array[: entry.length]
+            except Exception as e:  # any decoding failure is damage
+                report.problems.append(f"{entry.path} cannot be decoded: {e}")
+
+
+def _spans(store: Store, entry: ArrayEntry, parts: Iterable[PartEntry]) -> list[tuple[int, int]]:
+    """The ranges of the array that committed rows use."""
+    spec = store.schema.keys[entry.key]
+    spans = []
+    for part in parts:
+        if not spec.ragged:
+            start = part.array_offsets.get(entry.key, 0)
+            spans.append((start, start + part.rows))
+            continue
+        table = pq.read_table(
+            store.fs.uri(part.path), columns=[offset_column(entry.key), shape_column(entry.key)]
+        )
+        starts = table.column(0).to_numpy()
+        shapes = table.column(1).combine_chunks().flatten().to_numpy().reshape(part.rows, -1)
+        sizes = shapes.prod(axis=1)
+        spans.extend((int(s), int(s + n)) for s, n in zip(starts, sizes, strict=True) if n)
+    return _merge(spans)
+
+
+def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for start, stop in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(stop, merged[-1][1]))
+        else:
+            merged.append((start, stop))
+    return merged
+
+
+def _shards(reader: ArrayReader, start: int, stop: int) -> list[str]:
+    """The shard files that hold positions ``[start, stop)`` of the array."""
+    entry, metadata = reader.entry, reader.array.metadata
+    length, zeros = entry.shards[0], (0,) * (len(entry.shape) - 1)
+    return [
+        f"{entry.path}/{metadata.encode_chunk_key((s, *zeros))}"
+        for s in range(start // length, -(-stop // length))
+    ]
+
+
+def _check_coverage(store: Store, report: VerifyReport, deep: bool) -> None:
+    manifest = store.manifest
+    dl, index = row_keys(store.fs, manifest.parts)
+    expected = {d: c.expected for d, c in manifest.coverage.items() if c.expected is not None}
+    actual = coverage(dl, index, expected)
+    if actual != manifest.coverage:
+        report.problems.append(
+            f"coverage does not match the rows: the manifest says {_brief(manifest.coverage)}, "
+            f"the parts hold {_brief(actual)}"
+        )
+    unique = sum(c.unique for c in actual.values())
+    if unique != manifest.rows:
+        report.problems.append(
+            f"the manifest says {manifest.rows} rows, the parts hold {unique} distinct keys"
+        )
+    if len(np.unique(dl)) and not set(np.unique(dl).tolist()) <= set(manifest.coverage):
+        report.problems.append("the parts hold dataloaders the coverage does not list")
+
+
+def _brief(cover: Mapping[int, Coverage]) -> str:
+    return ", ".join(
+        f"dataloader {d}: {c.unique} unique, {c.duplicates} duplicates"
+        for d, c in sorted(cover.items())
+    )

@@ -1,0 +1,299 @@
+"""One batch of outputs, checked and turned into columns of numpy data.
+
+:func:`normalize` is the first thing a writer does with user data, and the
+only place that knows what users may hand in: torch tensors, numpy arrays,
+Python scalars, strings and lists of any of them, in nested dicts. Every
+check on the batch happens here, before anything is buffered, so a bad batch
+raises without touching what the writer holds.
+
+- A 0-d value or a Python scalar applies to every sample of the batch.
+- A tensor or array with a first dimension is one value per sample: its
+  first dimension must be the batch length.
+- A list is one value per sample; a list of tensors or arrays holds
+  per-sample values whose shape may vary (ragged).
+- Nested dicts are flattened with dots: ``{"det": {"boxes": ...}}`` is key
+  ``det.boxes``.
+
+torch is never imported here: a tensor can only be handed in if torch was
+imported already, so ``sys.modules`` tells whether to look for one.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from predstore.errors import InvalidBatchError, SchemaError
+from predstore.format import dtypes
+from predstore.format.schema import HIDDEN_PREFIX, RESERVED
+
+Kind = Literal["fixed", "ragged", "string"]
+NDArray = np.ndarray[Any, Any]
+
+
+@dataclass
+class Column:
+    """One key's values for the rows of a batch.
+
+    ``fixed``: an array of shape ``(rows, *sample_shape)`` with an optional
+    null mask; ``ragged``: one array per row, all of the same dtype and rank;
+    ``string``: a list of ``str`` or ``None``.
+    """
+
+    kind: Kind
+    dtype: str
+    values: Any
+    mask: NDArray | None = None
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(self.values.shape[1:]) if self.kind == "fixed" else ()
+
+    def rows(self) -> list[NDArray]:
+        """The values as one array per row (for ragged storage)."""
+        return list(self.values) if self.kind == "fixed" else self.values
+
+    def slice(self, start: int, stop: int) -> Column:
+        mask = None if self.mask is None else self.mask[start:stop]
+        return Column(self.kind, self.dtype, self.values[start:stop], mask)
+
+
+@dataclass
+class Batch:
+    """The rows of one ``write`` call: their keys and their columns."""
+
+    indices: NDArray
+    names: list[str | None] | None
+    dataloader_idx: int
+    columns: dict[str, Column]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def slice(self, start: int, stop: int) -> Batch:
+        return Batch(
+            self.indices[start:stop],
+            None if self.names is None else self.names[start:stop],
+            self.dataloader_idx,
+            {k: c.slice(start, stop) for k, c in self.columns.items()},
+        )
+
+    def take(self, keep: NDArray) -> Batch:
+        """The rows where the boolean mask ``keep`` is true."""
+        rows = np.flatnonzero(keep)
+        names = None if self.names is None else [self.names[i] for i in rows]
+        columns = {}
+        for key, col in self.columns.items():
+            if col.kind == "fixed":
+                mask = None if col.mask is None else col.mask[rows]
+                columns[key] = Column(col.kind, col.dtype, col.values[rows], mask)
+            else:
+                columns[key] = Column(col.kind, col.dtype, [col.values[i] for i in rows])
+        return Batch(self.indices[rows], names, self.dataloader_idx, columns)
+
+
+def normalize(
+    outputs: Mapping[str, Any],
+    indices: Any,
+    *,
+    names: Sequence[Any] | None = None,
+    dataloader_idx: int = 0,
+    keep: Callable[[str], bool] = lambda key: True,
+) -> Batch:
+    """Check one batch and convert it to columns; raise before anything is stored."""
+    if not isinstance(outputs, Mapping):
+        raise InvalidBatchError(
+            f"outputs must be a dict of per-batch values, got {type(outputs).__name__}"
+        )
+    index = check_indices(indices)
+    rows = len(index)
+    columns = {}
+    for key, value in flatten(outputs).items():
+        if keep(key):
+            check_key(key)
+            columns[key] = to_column(key, value, rows)
+    return Batch(index, check_names(names, rows), check_dataloader(dataloader_idx), columns)
+
+
+def flatten(outputs: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts flattened with dots; ``None`` values dropped."""
+    flat: dict[str, Any] = {}
+    for key, value in outputs.items():
+        if not isinstance(key, str):
+            raise SchemaError(f"output keys must be strings, got {key!r} ({type(key).__name__})")
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, name + "."))
+        elif value is not None:
+            flat[name] = value
+    return flat
+
+
+def check_key(key: str) -> None:
+    if key in RESERVED:
+        raise SchemaError(
+            f"key {key!r} is one of predstore's own columns {sorted(RESERVED)}: rename it, "
+            "or pass it as the row's index or name (index_key=/name_key= in PredictionWriter)"
+        )
+    if not key or key.startswith(HIDDEN_PREFIX) or "\x00" in key:
+        raise SchemaError(
+            f"key {key!r} is not allowed: keys are non-empty and do not start with '__'"
+        )
+
+
+def check_indices(indices: Any) -> NDArray:
+    array = _as_numpy(indices, key="indices")
+    if array.ndim != 1:
+        raise InvalidBatchError(f"indices must be one-dimensional, got shape {tuple(array.shape)}")
+    if array.size and (array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.integer)):
+        raise InvalidBatchError(
+            f"indices must be integers (the samples' dataset indices), got dtype {array.dtype}"
+        )
+    array = array.astype(np.int64, copy=False)
+    if array.size and array.min() < 0:
+        bad = array[array < 0][:5].tolist()
+        raise InvalidBatchError(f"indices must be non-negative, got {bad}")
+    return array
+
+
+def check_names(names: Sequence[Any] | None, rows: int) -> list[str | None] | None:
+    if names is None:
+        return None
+    if isinstance(names, str) or not isinstance(names, Sequence):
+        raise InvalidBatchError(f"names must be a list of strings, got {type(names).__name__}")
+    if len(names) != rows:
+        raise InvalidBatchError(f"names has {len(names)} entries but the batch has {rows} rows")
+    for i, name in enumerate(names):
+        if name is not None and not isinstance(name, str):
+            raise InvalidBatchError(
+                f"names must be strings: entry {i} is {name!r} ({type(name).__name__})"
+            )
+    return list(names)
+
+
+def check_dataloader(dataloader_idx: Any) -> int:
+    if isinstance(dataloader_idx, bool) or not isinstance(dataloader_idx, int | np.integer):
+        raise InvalidBatchError(f"dataloader_idx must be an int, got {dataloader_idx!r}")
+    if dataloader_idx < 0:
+        raise InvalidBatchError(f"dataloader_idx must be non-negative, got {dataloader_idx}")
+    return int(dataloader_idx)
+
+
+def to_column(key: str, value: Any, rows: int) -> Column:
+    """The column of ``rows`` values that ``value`` stands for."""
+    if isinstance(value, str):
+        return Column("string", dtypes.STRING, [value] * rows)
+    if isinstance(value, bool | int | float):
+        return _broadcast(key, _scalar_array(key, [value]), rows)
+    if isinstance(value, list | tuple):
+        return _from_list(key, value, rows)
+    array = _as_numpy(value, key=key)
+    if array.dtype.kind in "OUS":
+        return _from_list(key, array.tolist(), rows)
+    if array.ndim == 0:
+        return _broadcast(key, array.reshape(1), rows)
+    if len(array) != rows:
+        raise InvalidBatchError(
+            f"key {key!r} has {len(array)} values but the batch has {rows} rows (its indices); "
+            "a per-batch value must be 0-d or a Python scalar"
+        )
+    return Column("fixed", dtypes.name_of(array.dtype, key=key), array)
+
+
+def _broadcast(key: str, one: NDArray, rows: int) -> Column:
+    return Column("fixed", dtypes.name_of(one.dtype, key=key), np.repeat(one, rows))
+
+
+def _from_list(key: str, values: Sequence[Any], rows: int) -> Column:
+    if len(values) != rows:
+        raise InvalidBatchError(
+            f"key {key!r} has {len(values)} values but the batch has {rows} rows (its indices)"
+        )
+    present = [v for v in values if v is not None]
+    if not present:
+        raise SchemaError(
+            f"key {key!r}: every value of the batch is None, so its type is unknown; "
+            "skip the key in batches where it has no value"
+        )
+    if all(isinstance(v, str) for v in present):
+        return Column("string", dtypes.STRING, list(values))
+    if all(isinstance(v, bool | int | float) for v in present):
+        mask = np.array([v is None for v in values]) if len(present) < len(values) else None
+        filler = type(present[0])(0)
+        array = _scalar_array(key, [filler if v is None else v for v in values])
+        return Column("fixed", dtypes.name_of(array.dtype, key=key), array, mask)
+    if len(present) < len(values):
+        raise SchemaError(
+            f"key {key!r}: row {values.index(None)} is None; only strings and Python numbers may be null"
+        )
+    arrays = [_as_numpy(v, key=key) for v in values]
+    kinds = {a.dtype.kind for a in arrays}
+    if kinds & set("OUS"):
+        raise SchemaError(f"key {key!r}: unsupported value of type {type(values[0]).__name__}")
+    dtype_names = {dtypes.name_of(a.dtype, key=key) for a in arrays}
+    if len(dtype_names) > 1:
+        raise SchemaError(
+            f"key {key!r}: rows of one batch have different dtypes {sorted(dtype_names)}"
+        )
+    if all(a.ndim == 0 for a in arrays):
+        return Column("fixed", dtype_names.pop(), np.stack(arrays))
+    if len({a.ndim for a in arrays}) > 1:
+        raise SchemaError(
+            f"key {key!r}: rows have different numbers of dimensions {sorted({a.ndim for a in arrays})}"
+        )
+    return Column("ragged", dtype_names.pop(), arrays)
+
+
+def _scalar_array(key: str, values: list[Any]) -> NDArray:
+    try:
+        array = np.asarray(values)
+    except OverflowError:
+        raise SchemaError(f"key {key!r}: an integer does not fit in 64 bits") from None
+    if array.dtype.kind == "O":
+        raise SchemaError(f"key {key!r}: an integer does not fit in 64 bits")
+    if array.dtype.kind == "u":  # huge Python ints that fit only unsigned
+        raise SchemaError(f"key {key!r}: an integer does not fit in a signed 64-bit integer")
+    return array
+
+
+def _as_numpy(value: Any, *, key: str) -> NDArray:
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor):
+        return tensor_to_numpy(value, key=key)
+    if isinstance(value, np.ndarray):
+        return value
+    if isinstance(value, np.generic):
+        return np.asarray(value)
+    if isinstance(value, range | list | tuple | bool | int | float):
+        try:
+            return np.asarray(value)
+        except ValueError:
+            raise SchemaError(
+                f"key {key!r}: nested lists of unequal length cannot be stored as one row"
+            ) from None
+    raise SchemaError(
+        f"key {key!r}: values of type {type(value).__module__}.{type(value).__qualname__} cannot be stored; "
+        "use tensors, numpy arrays, numbers, strings or lists of them"
+    )
+
+
+def tensor_to_numpy(tensor: Any, *, key: str) -> NDArray:
+    """A CPU numpy view of a torch tensor, keeping bfloat16 and float8 as 1- or 2-byte data."""
+    import torch
+
+    name = dtypes.name_of(tensor.dtype, key=key)
+    tensor = tensor.detach()
+    if tensor.device.type != "cpu":
+        tensor = tensor.cpu()
+    dtype = dtypes.get(name)
+    if dtype.zarr == dtype.numpy:
+        return tensor.numpy()
+    bits = torch.uint16 if dtype.itemsize == 2 else torch.uint8
+    return tensor.contiguous().view(bits).numpy().view(dtype.numpy)

@@ -1,0 +1,191 @@
+"""Which keys to store, where, and the schema the first batch gives them.
+
+Routing (``storage="auto"``): strings and values up to ``parquet_max_bytes``
+per sample (1 KiB by default) go to Parquet; larger values to Zarr. A ragged
+key is judged by its largest row in the first batch, and goes to Zarr
+whatever its size when a dimension other than the first varies (Parquet
+lists may only vary in their first dimension). Users override any key, or
+any glob pattern of keys, with a :class:`KeySpec` or its short string form::
+
+    keys={"logits": "zarr", "debug.*": "skip", "mask": KeySpec(codec="zstd", level=5)}
+
+or store only some keys with a list: ``keys=["logits", "pred"]``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from predstore.errors import SchemaError
+from predstore.format import dtypes
+from predstore.format.schema import KeySchema
+from predstore.write.batch import Column
+
+StorageChoice = Literal["auto", "parquet", "zarr", "skip"]
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """How to store one key, or every key that matches a glob pattern.
+
+    ``codec`` and ``level`` choose the Zarr compressor: ``"blosc-zstd"`` (the
+    default), ``"blosc-lz4"``, ``"zstd"``, ``"gzip"`` or ``"none"``.
+    """
+
+    storage: StorageChoice = "auto"
+    codec: str | None = None
+    level: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.storage not in ("auto", "parquet", "zarr", "skip"):
+            raise ValueError(
+                f"storage must be 'auto', 'parquet', 'zarr' or 'skip', got {self.storage!r}"
+            )
+
+
+KeysArg = Sequence[str] | Mapping[str, "KeySpec | str | Mapping[str, Any] | None"] | None
+
+
+class KeyRules:
+    """The user's ``keys=`` argument, resolved key by key."""
+
+    def __init__(self, keys: KeysArg = None) -> None:
+        self.only: list[str] | None = None
+        self.specs: dict[str, KeySpec] = {}
+        if keys is None:
+            return
+        if isinstance(keys, str):
+            raise TypeError(f"keys must be a list of key names or a dict, got the string {keys!r}")
+        if isinstance(keys, Mapping):
+            self.specs = {str(k): _spec(k, v) for k, v in keys.items()}
+        else:
+            self.only = [str(k) for k in keys]
+
+    def spec(self, key: str) -> KeySpec:
+        if key in self.specs:
+            return self.specs[key]
+        for pattern, spec in self.specs.items():
+            if fnmatch.fnmatchcase(key, pattern):
+                return spec
+        return KeySpec()
+
+    def keep(self, key: str) -> bool:
+        if self.only is not None and not any(fnmatch.fnmatchcase(key, p) for p in self.only):
+            return False
+        return self.spec(key).storage != "skip"
+
+
+def _spec(key: str, value: KeySpec | str | Mapping[str, Any] | None) -> KeySpec:
+    if isinstance(value, KeySpec):
+        return value
+    if value is None:
+        return KeySpec()
+    if isinstance(value, str):
+        return KeySpec(storage=value)  # type: ignore[arg-type]
+    if isinstance(value, Mapping):
+        return KeySpec(**value)
+    raise TypeError(f"keys[{key!r}] must be a KeySpec, 'auto', 'parquet', 'zarr', 'skip' or a dict")
+
+
+def infer(key: str, column: Column, spec: KeySpec, parquet_max_bytes: int) -> KeySchema:
+    """The schema of ``key`` as its first batch shows it."""
+    if column.kind == "string":
+        if spec.storage == "zarr":
+            raise SchemaError(f"key {key!r} holds strings, which are stored in Parquet only")
+        return KeySchema(dtypes.STRING, (), "parquet", nullable=_has_nulls(column))
+    itemsize = dtypes.get(column.dtype).itemsize
+    if column.kind == "fixed":
+        shape: tuple[int | None, ...] = column.sample_shape
+        row_bytes = math.prod(column.sample_shape) * itemsize
+        varies_inside = False
+    else:
+        shape, varies_inside = _ragged_shape(column.values)
+        row_bytes = max(a.size for a in column.values) * itemsize
+    storage = spec.storage
+    if storage == "auto":
+        storage = "zarr" if row_bytes > parquet_max_bytes or varies_inside else "parquet"
+    if storage == "parquet" and varies_inside:
+        raise SchemaError(
+            f"key {key!r}: rows vary in a dimension other than the first ({_describe(column)}); "
+            "Parquet lists vary only in length: store the key in Zarr (keys={...: 'zarr'})"
+        )
+    if storage == "zarr" and column.mask is not None:
+        raise SchemaError(f"key {key!r} has null values, which only Parquet columns can hold")
+    if storage == "zarr" and column.kind == "ragged":
+        shape = (None,) * len(shape)
+    return KeySchema(column.dtype, shape, storage, nullable=_has_nulls(column))  # type: ignore[arg-type]
+
+
+def conform(key: str, schema: KeySchema, column: Column) -> Column:
+    """``column`` in the form ``schema`` stores, or a ``SchemaError`` saying what changed."""
+    if column.dtype != schema.dtype:
+        raise SchemaError(
+            f"key {key!r} changed dtype: the first batch fixed it as {schema.describe()}, "
+            f"this batch has {column.dtype}; cast it to {schema.dtype} in every batch"
+        )
+    if column.mask is not None and schema.storage == "zarr":
+        raise SchemaError(f"key {key!r} has null values, which only Parquet columns can hold")
+    if schema.dtype == dtypes.STRING:
+        return column
+    if not schema.ragged:
+        return _as_fixed(key, schema, column)
+    if column.kind == "fixed" and len(column.sample_shape) != len(schema.shape):
+        raise _shape_error(key, schema, column)
+    rows = column.rows()
+    for row in rows:
+        if row.ndim != len(schema.shape) or any(
+            d is not None and d != n for d, n in zip(schema.shape, row.shape, strict=True)
+        ):
+            raise _shape_error(key, schema, column)
+    return Column("ragged", column.dtype, rows)
+
+
+def _as_fixed(key: str, schema: KeySchema, column: Column) -> Column:
+    if column.kind == "fixed" and column.sample_shape == schema.shape:
+        return column
+    if column.kind == "ragged" and all(a.shape == schema.shape for a in column.values):
+        return Column("fixed", column.dtype, np.stack(column.values))
+    raise _shape_error(key, schema, column)
+
+
+def _shape_error(key: str, schema: KeySchema, column: Column) -> SchemaError:
+    hint = (
+        "return a list of per-sample tensors for values whose shape varies, "
+        "or declare the key ragged from the start"
+        if not schema.ragged
+        else "a ragged key keeps its number of dimensions and its fixed dimensions"
+    )
+    return SchemaError(
+        f"key {key!r} changed shape: the first batch fixed it as {schema.describe()} per sample, "
+        f"this batch has {_describe(column)}; {hint}"
+    )
+
+
+def _describe(column: Column) -> str:
+    if column.kind == "fixed":
+        return f"{column.dtype}[{', '.join(map(str, column.sample_shape))}]"
+    shapes = sorted({tuple(a.shape) for a in column.values})
+    return f"{column.dtype} rows of shapes {shapes[:4]}{' ...' if len(shapes) > 4 else ''}"
+
+
+def _ragged_shape(rows: list[np.ndarray[Any, Any]]) -> tuple[tuple[int | None, ...], bool]:
+    """Per-sample shape of ragged rows (``None`` where they differ) and whether a non-leading dim varies."""
+    shapes = np.array([a.shape for a in rows])
+    fixed = (shapes == shapes[0]).all(axis=0)
+    shape = (
+        None,
+        *(int(n) if same else None for n, same in zip(shapes[0][1:], fixed[1:], strict=True)),
+    )
+    return shape, not fixed[1:].all()
+
+
+def _has_nulls(column: Column) -> bool:
+    if column.kind == "string":
+        return any(v is None for v in column.values)
+    return column.mask is not None

@@ -1,0 +1,164 @@
+"""Streaming the rows of one rank into Parquet parts.
+
+A part is open while it fills: its row groups go to a temporary file as
+they reach ``row_group_bytes``, so memory holds at most one row group. On
+commit the file is closed and renamed into place, and becomes immutable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from predstore.format import dtypes, layout
+from predstore.format.fs import FileSystem
+from predstore.format.manifest import PartEntry
+from predstore.format.schema import (
+    DATALOADER,
+    INDEX,
+    NAME,
+    KeySchema,
+    Schema,
+    nest,
+    part_schema,
+    value_type,
+)
+from predstore.write.batch import Batch, Column
+
+NDArray = np.ndarray[Any, Any]
+
+
+class PartWriter:
+    """The Parquet parts of one rank of one write, one open part at a time."""
+
+    def __init__(
+        self,
+        fs: FileSystem,
+        *,
+        write_id: str,
+        rank: int,
+        schema: Schema,
+        row_group_bytes: int,
+        compression: str = "zstd",
+    ) -> None:
+        self.fs, self.write_id, self.rank = fs, write_id, rank
+        self.schema = schema
+        self.arrow_schema = part_schema(schema)
+        self.row_group_bytes = row_group_bytes
+        self.compression = compression
+        self.seq = 0
+        self.rows = 0  # rows in the open part
+        self.bytes_written = 0  # encoded bytes of the open part's finished row groups
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_bytes = 0
+        self._stack: contextlib.ExitStack | None = None
+        self._writer: pq.ParquetWriter | None = None
+        self._index_range = (np.iinfo(np.int64).max, -1)
+        self._dataloaders: set[int] = set()
+
+    def append(self, batch: Batch, hidden: dict[str, pa.Array]) -> None:
+        """Add ``batch`` (its Parquet keys) and the hidden ragged columns to the open part."""
+        arrays = {
+            INDEX: pa.array(batch.indices, pa.int64()),
+            DATALOADER: pa.array(np.full(len(batch), batch.dataloader_idx, np.int64)),
+            NAME: pa.array(batch.names or [None] * len(batch), pa.string()),
+        }
+        for key, spec in self.schema.keys.items():
+            if spec.storage == "parquet":
+                arrays[key] = to_arrow(spec, batch.columns[key])
+        arrays.update(hidden)
+        record = pa.RecordBatch.from_pydict(arrays, schema=self.arrow_schema)
+        self._pending.append(record)
+        self._pending_bytes += record.nbytes
+        self.rows += len(batch)
+        lo, hi = self._index_range
+        self._index_range = (min(lo, int(batch.indices.min())), max(hi, int(batch.indices.max())))
+        self._dataloaders.add(batch.dataloader_idx)
+        if self._pending_bytes >= self.row_group_bytes:
+            self._flush_row_group()
+
+    def _flush_row_group(self) -> None:
+        if not self._pending:
+            return
+        if self._writer is None:
+            self._stack = contextlib.ExitStack()
+            sink = self._stack.enter_context(self.fs.open_atomic(self.path))
+            self._writer = self._stack.enter_context(
+                pq.ParquetWriter(
+                    sink,
+                    self.arrow_schema,
+                    compression=self.compression,
+                    compression_level=1,
+                    use_dictionary=[NAME, *self._string_keys()],
+                    write_statistics=[INDEX, DATALOADER],
+                )
+            )
+        table = pa.Table.from_batches(self._pending, self.arrow_schema)
+        self._writer.write_table(table, row_group_size=max(1, table.num_rows))
+        self.bytes_written += self._pending_bytes
+        self._pending, self._pending_bytes = [], 0
+
+    def _string_keys(self) -> list[str]:
+        return [k for k, s in self.schema.keys.items() if s.dtype == dtypes.STRING]
+
+    @property
+    def path(self) -> str:
+        return layout.part(self.write_id, self.rank, self.seq)
+
+    @property
+    def open_bytes(self) -> int:
+        """Bytes the open part holds so far, written or pending."""
+        return self.bytes_written + self._pending_bytes
+
+    def commit(self, array_offsets: dict[str, int]) -> PartEntry | None:
+        """Close the open part and move it into place; ``None`` when it holds no rows."""
+        if not self.rows:
+            return None
+        self._flush_row_group()
+        assert self._stack is not None
+        self._stack.close()  # closes the Parquet writer, then renames the file into place
+        self._stack, self._writer = None, None
+        entry = PartEntry(
+            path=self.path,
+            write_id=self.write_id,
+            rank=self.rank,
+            seq=self.seq,
+            rows=self.rows,
+            bytes=self.fs.size(self.path),
+            dataloaders=sorted(self._dataloaders),
+            index_min=self._index_range[0],
+            index_max=self._index_range[1],
+            array_offsets=array_offsets,
+        )
+        self.seq += 1
+        self.rows, self.bytes_written = 0, 0
+        self._index_range, self._dataloaders = (np.iinfo(np.int64).max, -1), set()
+        return entry
+
+    def abort(self) -> None:
+        """Drop the open part; its temporary file is removed."""
+        if self._stack is not None:
+            with contextlib.suppress(Exception):
+                self._stack.__exit__(RuntimeError, RuntimeError("write aborted"), None)
+        self._stack, self._writer, self._pending = None, None, []
+
+
+def to_arrow(spec: KeySchema, column: Column) -> pa.Array:
+    """One Parquet key's column as an Arrow array of its part type (values are copied)."""
+    if spec.dtype == dtypes.STRING:
+        return pa.array(column.values, pa.string())
+    dtype = dtypes.get(spec.dtype)
+    if not spec.ragged:
+        flat = dtype.to_parquet(np.ascontiguousarray(column.values)).reshape(-1)
+        mask = column.mask
+        return nest(pa.array(flat.copy(), mask=mask if not spec.shape else None), spec.shape, mask)
+    rows = column.values
+    lengths = np.array([len(r) for r in rows], dtype=np.int32)
+    offsets = np.concatenate(([0], np.cumsum(lengths, dtype=np.int64))).astype(np.int32)
+    flat = np.concatenate([dtype.to_parquet(np.ascontiguousarray(r)).reshape(-1) for r in rows])
+    inner = nest(pa.array(flat), spec.shape[1:], None)
+    return pa.ListArray.from_arrays(pa.array(offsets), inner, type=value_type(spec))

@@ -1,0 +1,135 @@
+"""What a new write may do, given what the store already holds.
+
+A write starts from the store's committed generation. Its mode decides
+what it may find there and what it does with it:
+
+- ``error``: the path must be new or empty; an existing store is refused.
+- ``overwrite``: the new write replaces the store when it commits; until
+  then the old store stays readable.
+- ``append``: rows are added to the committed store, whose schema the new
+  rows must share; a (dataloader_idx, index) that is already committed is
+  an error.
+- ``resume``: continue an unfinished write: its committed rows are adopted,
+  and rows that are committed already (there or in the store) are skipped
+  rather than written twice. With nothing unfinished, it writes what the
+  store does not hold yet.
+
+Only rank 0 of a write checks the mode; every rank computes the same plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from predstore.errors import StoreExistsError
+from predstore.format import layout
+from predstore.format.commit import committed, load_store_manifest, pending_writes
+from predstore.format.coverage import row_keys
+from predstore.format.fs import FileSystem
+from predstore.format.manifest import Mode, PartEntry, RankManifest, StoreManifest
+from predstore.format.schema import Schema
+
+MODES = ("error", "overwrite", "append", "resume")
+_OURS = {layout.MANIFEST, layout.COMMITS, layout.WRITES}
+NDArray = np.ndarray[Any, Any]
+
+
+@dataclass
+class CommittedKeys:
+    """The (dataloader_idx, index) keys already committed, for fast membership tests."""
+
+    by_dataloader: dict[int, NDArray] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, fs: FileSystem, parts: list[PartEntry]) -> CommittedKeys:
+        dl, index = row_keys(fs, parts)
+        return cls({int(d): np.unique(index[dl == d]) for d in np.unique(dl)})
+
+    def contains(self, dataloader_idx: int, indices: NDArray) -> NDArray:
+        known = self.by_dataloader.get(dataloader_idx)
+        if known is None or not known.size:
+            return np.zeros(len(indices), dtype=bool)
+        at = np.minimum(np.searchsorted(known, indices), known.size - 1)
+        return known[at] == indices
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self.by_dataloader.values())
+
+
+@dataclass
+class WritePlan:
+    """Where a write starts from and what it must respect."""
+
+    base: StoreManifest | None
+    base_generation: int
+    resumes: list[str]
+    schema: Schema | None
+    """The schema the new rows must have (append and resume), or ``None`` to infer it."""
+    committed: CommittedKeys | None
+    """Keys that must not be written again (append: error; resume: skipped)."""
+
+
+def plan_write(fs: FileSystem, *, mode: Mode, write_id: str, check: bool) -> WritePlan:
+    """The plan of a new write; with ``check`` (rank 0), refuse what ``mode`` forbids."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    base = committed(fs) if check else load_store_manifest(fs)
+    generation = base.generation if base else 0
+    unfinished = {
+        w: ranks
+        for w, ranks in pending_writes(fs, base).items()
+        if w != write_id and all(r.base_generation == generation for r in ranks)
+    }
+    if check:
+        _check_mode(fs, mode, base, unfinished)
+    if mode in ("error", "overwrite"):
+        return WritePlan(base, generation, [], None, None)
+    adopted = unfinished if mode == "resume" else {}
+    ranks = [r for rs in adopted.values() for r in rs]
+    replaces = any(r.mode == "overwrite" for r in ranks)
+    parts = ([] if replaces or base is None else list(base.parts)) + [
+        p for r in ranks for p in r.parts
+    ]
+    schema = _schema_of(None if replaces else base, ranks)
+    keys = CommittedKeys.of(fs, parts) if parts else None
+    return WritePlan(base, generation, sorted(adopted), schema, keys)
+
+
+def _schema_of(base: StoreManifest | None, ranks: list[RankManifest]) -> Schema | None:
+    schema = base.schema if base is not None and base.schema.keys else None
+    for rank in ranks:
+        if rank.schema is not None and rank.schema.keys:
+            where = f"unfinished write {rank.write_id}, rank {rank.rank}"
+            schema = rank.schema if schema is None else schema.merge(rank.schema, where=where)
+    return schema
+
+
+def _check_mode(
+    fs: FileSystem,
+    mode: Mode,
+    base: StoreManifest | None,
+    unfinished: Mapping[str, list[RankManifest]],
+) -> None:
+    foreign = [n for n in fs.list("") if n not in _OURS and not n.startswith(".")]
+    if base is None and foreign:
+        raise StoreExistsError(
+            f"{fs.root} is not empty and is not a predstore store (it holds {foreign[:3]}); "
+            "write the store to a new or empty directory"
+        )
+    if mode == "error" and base is not None:
+        raise StoreExistsError(
+            f"{fs.root} already holds a committed store ({base.rows} rows, generation "
+            f"{base.generation}); pass mode='overwrite' to replace it or mode='append' to add rows"
+        )
+    if mode in ("error", "append") and unfinished:
+        write_id, ranks = next(iter(unfinished.items()))
+        rows = sum(r.rows for r in ranks)
+        raise StoreExistsError(
+            f"{fs.root} holds an unfinished write {write_id} ({rows} rows committed by its ranks); "
+            "pass mode='resume' to continue it, run `predstore finalize` to commit what it "
+            "wrote, or pass mode='overwrite' to replace everything"
+        )

@@ -1,0 +1,429 @@
+"""StoreWriter: write a store from any loop, one rank at a time."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+import msgspec
+import pyarrow as pa
+
+from predstore.errors import InvalidBatchError, SchemaError, StoreExistsError
+from predstore.format import layout
+from predstore.format.commit import finalize, save_rank_manifest
+from predstore.format.fs import FileSystem, LocalFileSystem
+from predstore.format.manifest import (
+    ArrayEntry,
+    Mode,
+    PartEntry,
+    RankManifest,
+    RankState,
+    StoreManifest,
+    now,
+)
+from predstore.format.schema import KeySchema, Schema, offset_column, shape_column
+from predstore.write import codecs
+from predstore.write.arrays import FixedArrayWriter, RaggedArrayWriter, pow2_floor
+from predstore.write.batch import Batch, normalize
+from predstore.write.keys import KeyRules, KeysArg, conform, infer
+from predstore.write.parts import PartWriter
+from predstore.write.plan import plan_write
+
+MiB = 1 << 20
+_log = logging.getLogger("predstore")
+
+
+class StoreWriter:
+    """Writes one rank's rows to a store; the rank manifest commits them part by part.
+
+    Example::
+
+        import numpy as np
+        import predstore
+
+        with predstore.StoreWriter("preds.pstore", mode="overwrite") as writer:
+            for start in range(0, 1000, 100):
+                logits = np.random.rand(100, 1000).astype(np.float32)
+                writer.write(
+                    {"logits": logits, "pred": logits.argmax(1)},
+                    indices=np.arange(start, start + 100),
+                    names=[f"case-{i}" for i in range(start, start + 100)],
+                )
+        store = predstore.open("preds.pstore")
+
+    Each call to :meth:`write` takes a dict of per-batch values and the global
+    dataset index of each row. The first batch fixes every key's dtype, shape
+    and storage (Parquet for small values, sharded Zarr for large ones; see
+    ``keys``). Rows are buffered and committed part by part: a part commits
+    when its arrays fill a shard (``shard_bytes``), when its Parquet data
+    reaches ``part_bytes``, every ``commit_interval`` seconds, and on close.
+    Memory stays bounded by these sizes whatever the number of rows.
+
+    With ``world_size == 1``, :meth:`close` commits the store manifest. With
+    several ranks, every rank writes with the same ``write_id`` and closes,
+    then one process calls :func:`predstore.finalize`.
+
+    Leaving the ``with`` block by an exception commits the rows written so
+    far in the rank manifest but not in the store: ``predstore finalize`` or
+    ``mode="resume"`` picks them up.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        write_id: str | None = None,
+        mode: Mode = "error",
+        keys: KeysArg = None,
+        parquet_max_bytes: int = 1024,
+        codec: str = codecs.DEFAULT,
+        codec_level: int | None = None,
+        shard_bytes: int = 64 * MiB,
+        chunk_bytes: int = 1 * MiB,
+        row_group_bytes: int = 64 * MiB,
+        part_bytes: int = 512 * MiB,
+        commit_interval: float | None = 300.0,
+        durable: bool = False,
+        expected: Mapping[int, int] | None = None,
+        index_source: str | None = None,
+        provenance: Mapping[str, Any] | None = None,
+        filesystem: FileSystem | None = None,
+    ) -> None:
+        _check_rank(rank, world_size, write_id)
+        for name, value in (
+            ("shard_bytes", shard_bytes),
+            ("chunk_bytes", chunk_bytes),
+            ("row_group_bytes", row_group_bytes),
+            ("part_bytes", part_bytes),
+        ):
+            if value < 1:
+                raise ValueError(f"{name} must be positive, got {value}")
+        codecs.compressors(codec, codec_level, 1)  # fail now on an unknown codec name
+        self.path = os.fspath(path)
+        if os.path.isfile(self.path):
+            raise StoreExistsError(f"{self.path} is a file; a store is a directory")
+        self.fs = filesystem or LocalFileSystem(self.path, durable=durable)
+        self.rank, self.world_size, self.mode = rank, world_size, mode
+        self.write_id = layout.check_write_id(write_id or layout.new_write_id())
+        if self.fs.exists(layout.rank_manifest(self.write_id, rank)):
+            raise StoreExistsError(
+                f"{self.path}: rank {rank} of write {self.write_id} exists already; "
+                "every write needs a new write_id"
+            )
+        self.plan = plan_write(self.fs, mode=mode, write_id=self.write_id, check=rank == 0)
+        self._rules = KeyRules(keys)
+        self._sizes = {
+            "parquet_max_bytes": parquet_max_bytes,
+            "shard_bytes": shard_bytes,
+            "chunk_bytes": chunk_bytes,
+            "row_group_bytes": row_group_bytes,
+            "part_bytes": part_bytes,
+        }
+        self._codec = (codec, codec_level)
+        self._commit_interval = commit_interval
+        self._expected: dict[int, int] = dict(expected or {})
+        self._index_source = index_source
+        self._provenance = {"host": socket.gethostname(), "pid": os.getpid(), **(provenance or {})}
+        self._started_at = now()
+        self._schema: Schema | None = None
+        self._parts: PartWriter | None = None
+        self._arrays: dict[str, FixedArrayWriter | RaggedArrayWriter] = {}
+        self._committed: list[PartEntry] = []
+        self._last_commit = time.monotonic()
+        self._closed = False
+        self.rows_skipped = 0
+        self._save("open")
+
+    # -- writing ---------------------------------------------------------
+
+    def write(
+        self,
+        outputs: Mapping[str, Any],
+        indices: Any,
+        *,
+        names: Sequence[str | None] | None = None,
+        dataloader_idx: int = 0,
+    ) -> None:
+        """Add one batch: ``outputs`` holds per-batch values, ``indices`` each row's global index.
+
+        Raises ``InvalidBatchError`` or ``SchemaError`` (naming the key and what
+        was expected) before anything of the batch is stored; the writer stays
+        usable and everything written before is kept.
+        """
+        self._check_open()
+        batch = normalize(
+            outputs, indices, names=names, dataloader_idx=dataloader_idx, keep=self._rules.keep
+        )
+        batch = self._drop_committed(batch)
+        if not len(batch):
+            return
+        if self._schema is None:
+            self._start(self._infer(batch))
+        batch = self._conform(batch)
+        while len(batch):
+            head = batch.slice(0, self._room())
+            batch = batch.slice(len(head), len(batch))
+            self._append(head)
+            if self._commit_due():
+                self.commit()
+
+    def set_expected(self, length: int, dataloader_idx: int = 0) -> None:
+        """Record how many samples ``dataloader_idx`` has, for the coverage figures."""
+        self._expected[int(dataloader_idx)] = int(length)
+
+    def commit(self) -> PartEntry | None:
+        """Commit the rows buffered so far as a part, and record it in the rank manifest."""
+        self._check_open()
+        return self._commit_part()
+
+    def close(self) -> StoreManifest | None:
+        """Commit everything; with ``world_size == 1`` also commit the store manifest and return it."""
+        if self._closed:
+            return None
+        self._commit_part()
+        self._closed = True
+        self._save("closed")
+        if self.world_size == 1:
+            return finalize(self.fs, write_ids=[*self.plan.resumes, self.write_id])
+        return None
+
+    def fail(self) -> None:
+        """Commit the rows buffered so far and mark this rank failed; the store manifest is untouched."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._commit_part()
+        finally:
+            if self._parts is not None:
+                self._parts.abort()
+            self._save("failed")
+
+    def __enter__(self) -> StoreWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        try:
+            self.fail()
+        except Exception:
+            # The exception that ended the block matters more; keep it, and say why saving failed.
+            _log.exception(
+                "could not commit the rows of %s (rank %d) after an error", self.path, self.rank
+            )
+
+    @property
+    def schema(self) -> Schema | None:
+        """The schema fixed by the first batch (``None`` before it)."""
+        return self._schema
+
+    @property
+    def rows_committed(self) -> int:
+        return sum(p.rows for p in self._committed)
+
+    # -- internals -------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InvalidBatchError(f"the writer of {self.path} (rank {self.rank}) is closed")
+
+    def _drop_committed(self, batch: Batch) -> Batch:
+        """Resume skips rows that are committed already; append refuses them."""
+        known = self.plan.committed
+        if known is None or not len(batch):
+            return batch
+        seen = known.contains(batch.dataloader_idx, batch.indices)
+        if not seen.any():
+            return batch
+        if self.mode == "append":
+            sample = batch.indices[seen][:5].tolist()
+            raise InvalidBatchError(
+                f"append: indices {sample} of dataloader {batch.dataloader_idx} are in the store "
+                f"{self.path} already ({int(seen.sum())} of this batch); an appended index must be new"
+            )
+        self.rows_skipped += int(seen.sum())
+        return batch.take(~seen)
+
+    def _infer(self, batch: Batch) -> Schema:
+        known = self.plan.schema
+        if known is not None:
+            return known
+        max_bytes = self._sizes["parquet_max_bytes"]
+        return Schema(
+            {k: infer(k, c, self._rules.spec(k), max_bytes) for k, c in batch.columns.items()}
+        )
+
+    def _conform(self, batch: Batch) -> Batch:
+        assert self._schema is not None
+        keys = self._schema.keys
+        extra = [k for k in batch.columns if k not in keys]
+        missing = [k for k in keys if k not in batch.columns]
+        if extra or missing:
+            raise SchemaError(
+                f"the batch's keys differ from the store's: missing {missing or 'none'}, "
+                f"new {extra or 'none'}; every batch has the keys {list(keys)}"
+            )
+        columns = {k: conform(k, keys[k], c) for k, c in batch.columns.items()}
+        self._note_nulls(batch, columns)
+        return Batch(batch.indices, batch.names, batch.dataloader_idx, columns)
+
+    def _note_nulls(self, batch: Batch, columns: dict[str, Any]) -> None:
+        assert self._schema is not None
+        keys = dict(self._schema.keys)
+        for key, column in columns.items():
+            spec = keys[key]
+            has_nulls = column.mask is not None or (
+                column.kind == "string" and any(v is None for v in column.values)
+            )
+            if has_nulls and not spec.nullable:
+                keys[key] = msgspec.structs.replace(spec, nullable=True)
+        names = self._schema.names or (
+            batch.names is not None and any(n is not None for n in batch.names)
+        )
+        self._schema = Schema(keys, names=names)
+
+    def _start(self, schema: Schema) -> None:
+        """Create the part writer and one array writer per Zarr key for ``schema``."""
+        self._schema = schema
+        self._parts = PartWriter(
+            self.fs,
+            write_id=self.write_id,
+            rank=self.rank,
+            schema=schema,
+            row_group_bytes=self._sizes["row_group_bytes"],
+        )
+        zarr_keys = {k: s for k, s in schema.keys.items() if s.storage == "zarr"}
+        fixed_bytes = [s.row_bytes for s in zarr_keys.values() if not s.ragged]
+        shard_rows = pow2_floor(self._sizes["shard_bytes"] / max([1, *fixed_bytes]))
+        for key, spec in zarr_keys.items():
+            self._arrays[key] = self._array_writer(key, spec, shard_rows)
+
+    def _array_writer(
+        self, key: str, spec: KeySchema, shard_rows: int
+    ) -> FixedArrayWriter | RaggedArrayWriter:
+        itemsize = spec.row_bytes if not spec.ragged else 0
+        element = max(1, itemsize) if not spec.ragged else _itemsize(spec)
+        shard_len = (
+            shard_rows if not spec.ragged else pow2_floor(self._sizes["shard_bytes"] / element)
+        )
+        chunk_len = min(shard_len, pow2_floor(self._sizes["chunk_bytes"] / element))
+        user = self._rules.spec(key)
+        codec = user.codec or self._codec[0]
+        level = user.level if user.level is not None else self._codec[1]
+        kwargs: dict[str, Any] = {
+            "path": layout.array(self.write_id, self.rank, key),
+            "key": key,
+            "schema": spec,
+            "write_id": self.write_id,
+            "rank": self.rank,
+            "shard_len": shard_len,
+            "chunk_len": chunk_len,
+            "compressors": codecs.compressors(codec, level, _itemsize(spec)),
+        }
+        if spec.ragged:
+            return RaggedArrayWriter(self.fs, **kwargs)
+        return FixedArrayWriter(self.fs, **kwargs)
+
+    def _room(self) -> int:
+        rooms = [w.room for w in self._arrays.values() if isinstance(w, FixedArrayWriter)]
+        return min(rooms) if rooms else 1 << 62
+
+    def _append(self, batch: Batch) -> None:
+        assert self._parts is not None
+        hidden: dict[str, pa.Array] = {}
+        for key, writer in self._arrays.items():
+            column = batch.columns[key]
+            if isinstance(writer, FixedArrayWriter):
+                writer.append(column.values)
+            else:
+                offsets, shapes = writer.append(column.rows())
+                hidden[offset_column(key)] = pa.array(offsets, pa.int64())
+                hidden[shape_column(key)] = pa.FixedSizeListArray.from_arrays(
+                    pa.array(shapes.reshape(-1), pa.int64()), shapes.shape[1]
+                )
+        self._parts.append(batch, hidden)
+
+    def _commit_due(self) -> bool:
+        assert self._parts is not None
+        if self._room() == 0:
+            return True
+        pending = self._parts.open_bytes + sum(
+            w.payload_bytes_since_commit
+            for w in self._arrays.values()
+            if isinstance(w, RaggedArrayWriter)
+        )
+        if pending >= self._sizes["part_bytes"]:
+            return True
+        interval = self._commit_interval
+        return interval is not None and time.monotonic() - self._last_commit >= interval
+
+    def _commit_part(self) -> PartEntry | None:
+        self._last_commit = time.monotonic()
+        if self._parts is None or not self._parts.rows:
+            return None
+        offsets = {}
+        for key, writer in self._arrays.items():
+            if isinstance(writer, FixedArrayWriter):
+                offsets[key] = writer.commit()
+            else:
+                writer.commit()
+        entry = self._parts.commit(offsets)
+        if entry is not None:
+            self._committed.append(entry)
+            self._save("open")
+        return entry
+
+    def _save(self, state: RankState) -> None:
+        arrays: list[ArrayEntry] = [w.entry() for w in self._arrays.values()]
+        save_rank_manifest(
+            self.fs,
+            RankManifest(
+                write_id=self.write_id,
+                rank=self.rank,
+                world_size=self.world_size,
+                mode=self.mode,
+                base_generation=self.plan.base_generation,
+                resumes=self.plan.resumes,
+                state=state,
+                started_at=self._started_at,
+                updated_at=now(),
+                schema=self._schema,
+                parts=list(self._committed),
+                arrays=arrays,
+                expected=self._expected,
+                index_source=self._index_source,
+                provenance=self._provenance,
+            ),
+        )
+
+
+def _itemsize(spec: KeySchema) -> int:
+    from predstore.format import dtypes
+
+    return dtypes.get(spec.dtype).itemsize
+
+
+def _check_rank(rank: int, world_size: int, write_id: str | None) -> None:
+    if not isinstance(world_size, int) or world_size < 1:
+        raise ValueError(f"world_size must be a positive int, got {world_size!r}")
+    if not isinstance(rank, int) or not 0 <= rank < world_size:
+        raise ValueError(f"rank must be an int in [0, {world_size}), got {rank!r}")
+    if world_size > 1 and write_id is None:
+        raise ValueError(
+            "with world_size > 1 every rank must pass the same write_id "
+            "(predstore.format.layout.new_write_id() makes one)"
+        )
