@@ -12,6 +12,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+from predstore.cli import registry as _registry_cli  # noqa: E402
+
+app.add_typer(_registry_cli.app, name="registry")
+
 from predstore.cli import store as _store_cli  # noqa: E402
 
 _store_cli.register(app)

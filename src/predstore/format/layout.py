@@ -48,8 +48,12 @@ def part(write_id: str, rank: int, seq: int) -> str:
 
 def array(write_id: str, rank: int, key: str) -> str:
     # Keys are user strings: percent-encode anything that is not a plain
-    # file-name character, so a key is never interpreted as a path.
-    return f"{write_dir(write_id)}/arrays/r{rank:05d}/{quote(key, safe='')}"
+    # file-name character (and the names "." and ".."), so a key is never
+    # interpreted as a path.
+    name = quote(key, safe="")
+    if name in (".", ".."):
+        name = name.replace(".", "%2E")
+    return f"{write_dir(write_id)}/arrays/r{rank:05d}/{name}"
 
 
 def new_write_id() -> str:

@@ -131,8 +131,9 @@ class Store:
         frame = pl.scan_parquet(self.part_paths)
         if self.manifest.duplicates:
             frame = frame.unique(subset=[DATALOADER, INDEX], keep="first", maintain_order=True)
-        frame = frame.select(wanted)
-        return frame.sort([DATALOADER, INDEX]) if sort else frame
+        if sort:
+            frame = frame.sort([DATALOADER, INDEX])
+        return frame.select(wanted)
 
     def to_pandas(self, columns: Sequence[str] | None = None, *, sort: bool = True) -> pd.DataFrame:
         """The rows as a pandas DataFrame (sorted by dataloader and index unless ``sort=False``)."""

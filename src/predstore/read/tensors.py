@@ -25,7 +25,9 @@ def to_torch(values: Any, *, key: str) -> Any:
             f"key {key!r} has null values, which a tensor cannot hold; read it as numpy"
         )
     dtype = dtypes.get(dtypes.name_of(values.dtype, key=key))
+    values = np.ascontiguousarray(values)
+    if not values.flags.writeable:  # Arrow buffers are read-only; a tensor must own writable memory
+        values = values.copy()
     if dtype.zarr == dtype.numpy:
-        return torch.from_numpy(np.ascontiguousarray(values))
-    bits = np.ascontiguousarray(values).view(dtype.zarr)
-    return torch.from_numpy(bits).view(getattr(torch, dtype.name))
+        return torch.from_numpy(values)
+    return torch.from_numpy(values.view(dtype.zarr)).view(getattr(torch, dtype.name))

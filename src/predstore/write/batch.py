@@ -31,7 +31,7 @@ from predstore.errors import InvalidBatchError, SchemaError
 from predstore.format import dtypes
 from predstore.format.schema import HIDDEN_PREFIX, RESERVED
 
-Kind = Literal["fixed", "ragged", "string"]
+Kind = Literal["fixed", "ragged", "string", "null"]
 NDArray = np.ndarray[Any, Any]
 
 
@@ -41,7 +41,8 @@ class Column:
 
     ``fixed``: an array of shape ``(rows, *sample_shape)`` with an optional
     null mask; ``ragged``: one array per row, all of the same dtype and rank;
-    ``string``: a list of ``str`` or ``None``.
+    ``string``: a list of ``str`` or ``None``; ``null``: every value is
+    ``None``, of a type only the key's schema knows.
     """
 
     kind: Kind
@@ -218,10 +219,7 @@ def _from_list(key: str, values: Sequence[Any], rows: int) -> Column:
         )
     present = [v for v in values if v is not None]
     if not present:
-        raise SchemaError(
-            f"key {key!r}: every value of the batch is None, so its type is unknown; "
-            "skip the key in batches where it has no value"
-        )
+        return Column("null", "", list(values))
     if all(isinstance(v, str) for v in present):
         return Column("string", dtypes.STRING, list(values))
     if all(isinstance(v, bool | int | float) for v in present):

@@ -36,16 +36,23 @@ class KeySpec:
 
     ``codec`` and ``level`` choose the Zarr compressor: ``"blosc-zstd"`` (the
     default), ``"blosc-lz4"``, ``"zstd"``, ``"gzip"`` or ``"none"``.
+    ``dtype`` declares the type of a key whose first batch may hold only
+    ``None`` (``"string"``, ``"float64"``, ...), which no value can show.
     """
 
     storage: StorageChoice = "auto"
     codec: str | None = None
     level: int | None = None
+    dtype: str | None = None
 
     def __post_init__(self) -> None:
         if self.storage not in ("auto", "parquet", "zarr", "skip"):
             raise ValueError(
                 f"storage must be 'auto', 'parquet', 'zarr' or 'skip', got {self.storage!r}"
+            )
+        if self.dtype is not None and self.dtype not in dtypes.SUPPORTED:
+            raise ValueError(
+                f"dtype must be one of {', '.join(dtypes.SUPPORTED)}, got {self.dtype!r}"
             )
 
 
@@ -95,6 +102,19 @@ def _spec(key: str, value: KeySpec | str | Mapping[str, Any] | None) -> KeySpec:
 
 def infer(key: str, column: Column, spec: KeySpec, parquet_max_bytes: int) -> KeySchema:
     """The schema of ``key`` as its first batch shows it."""
+    if column.kind == "null":
+        if spec.dtype is None:
+            raise SchemaError(
+                f"key {key!r}: every value of the first batch is None, so its type is unknown; "
+                f"declare it, for example keys={{{key!r}: KeySpec(dtype='string')}}"
+            )
+        if spec.storage == "zarr":
+            raise SchemaError(f"key {key!r} has null values, which only Parquet columns can hold")
+        return KeySchema(spec.dtype, (), "parquet", nullable=True)
+    if spec.dtype is not None and spec.dtype != column.dtype:
+        raise SchemaError(
+            f"key {key!r} is declared {spec.dtype} but its first batch holds {column.dtype}"
+        )
     if column.kind == "string":
         if spec.storage == "zarr":
             raise SchemaError(f"key {key!r} holds strings, which are stored in Parquet only")
@@ -124,6 +144,8 @@ def infer(key: str, column: Column, spec: KeySpec, parquet_max_bytes: int) -> Ke
 
 def conform(key: str, schema: KeySchema, column: Column) -> Column:
     """``column`` in the form ``schema`` stores, or a ``SchemaError`` saying what changed."""
+    if column.kind == "null":
+        return _nulls(key, schema, len(column))
     if column.dtype != schema.dtype:
         raise SchemaError(
             f"key {key!r} changed dtype: the first batch fixed it as {schema.describe()}, "
@@ -144,6 +166,20 @@ def conform(key: str, schema: KeySchema, column: Column) -> Column:
         ):
             raise _shape_error(key, schema, column)
     return Column("ragged", column.dtype, rows)
+
+
+def _nulls(key: str, schema: KeySchema, rows: int) -> Column:
+    """A batch where ``key`` is None in every row, in the key's own type."""
+    if schema.dtype == dtypes.STRING:
+        return Column("string", dtypes.STRING, [None] * rows)
+    if schema.storage == "zarr" or schema.ragged:
+        raise SchemaError(
+            f"key {key!r} is None in every row of this batch, but {schema.describe()} in "
+            f"{schema.storage} cannot hold nulls; only Parquet scalars, vectors and strings can"
+        )
+    shape = tuple(int(d) for d in schema.shape if d is not None)
+    values = np.zeros((rows, *shape), dtypes.get(schema.dtype).numpy)
+    return Column("fixed", schema.dtype, values, np.ones(rows, dtype=bool))
 
 
 def _as_fixed(key: str, schema: KeySchema, column: Column) -> Column:

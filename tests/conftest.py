@@ -1,0 +1,61 @@
+"""Shared test fixtures.
+
+Every test that writes a store has its manifests validated against the JSON
+Schemas in ``schemas/`` when it ends: the store manifest, every committed
+generation in ``_commits/`` and every rank manifest.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
+
+
+def _validator(name: str) -> jsonschema.Draft202012Validator:
+    schema = json.loads((SCHEMAS / name).read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+
+
+STORE_MANIFEST = _validator("store-manifest.schema.json")
+RANK_MANIFEST = _validator("rank-manifest.schema.json")
+
+
+def manifests_under(root: Path) -> list[tuple[Path, jsonschema.Draft202012Validator]]:
+    """Every predstore manifest below ``root`` and the schema it must satisfy."""
+    found = []
+    for path in root.rglob("*.json"):
+        if path.name == "manifest.json" or path.parent.name == "_commits":
+            found.append((path, STORE_MANIFEST))
+        elif path.name.startswith("rank-") and path.parent.parent.name == "writes":
+            found.append((path, RANK_MANIFEST))
+    return found
+
+
+def validate_manifests(root: Path) -> int:
+    """Validate every manifest below ``root``; return how many there were."""
+    found = manifests_under(root)
+    for path, validator in found:
+        try:
+            document = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue  # tests that corrupt manifests on purpose
+        if document.get("format") != "predstore" or document.get("format_version") != 1:
+            continue  # tests that write foreign or future manifests on purpose
+        errors = sorted(validator.iter_errors(document), key=lambda e: list(e.path))
+        assert not errors, f"{path} violates its JSON Schema: " + "; ".join(
+            f"{'/'.join(map(str, e.path))}: {e.message}" for e in errors[:5]
+        )
+    return len(found)
+
+
+@pytest.fixture(autouse=True)
+def _manifests_follow_their_schemas(request: pytest.FixtureRequest, tmp_path: Path):
+    yield
+    if not request.node.get_closest_marker("corrupts_manifests"):
+        validate_manifests(tmp_path)

@@ -1,0 +1,168 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import ml_dtypes
+import numpy as np
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+import predstore
+from predstore.errors import InvalidBatchError, MissingRowsError, UnknownKeyError
+from support import batch, write_ranks
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> predstore.Store:
+    path = tmp_path / "s"
+    rng = np.random.default_rng(0)
+    order = rng.permutation(60)
+    with predstore.StoreWriter(path, shard_bytes=16 * 1200) as writer:
+        for start in range(0, 60, 7):
+            rows = order[start : start + 7]
+            outputs = batch(rows)
+            outputs["boxes"] = [np.full((int(i) % 4, 4), i, np.float32) for i in rows]
+            outputs["mask"] = [np.full((int(i) % 3 + 1, 20, 30), i % 250, np.uint8) for i in rows]
+            outputs["half"] = torch.tensor(rows, dtype=torch.bfloat16)
+            outputs["label"] = [f"cls{int(i) % 3}" for i in rows]
+            writer.write(outputs, rows, names=[f"s{i}" for i in rows])
+    return predstore.open(path)
+
+
+def test_read_any_key_by_index_in_the_order_asked(store: predstore.Store) -> None:
+    asked = [42, 0, 17, 42, 59]
+    expected = batch(asked)
+    for key in ("logits", "pred", "prob"):
+        assert np.array_equal(store.read(key, asked), expected[key])
+    assert [b[0, 0] if len(b) else None for b in store.read("boxes", asked)] == [
+        42,
+        None,
+        17,
+        42,
+        59,
+    ]
+    assert [m.shape for m in store.read("mask", asked)] == [
+        (1, 20, 30),
+        (1, 20, 30),
+        (3, 20, 30),
+        (1, 20, 30),
+        (3, 20, 30),
+    ]
+    assert store.read("label", asked).tolist() == ["cls0", "cls0", "cls2", "cls0", "cls2"]
+
+
+def test_read_by_name_and_everything(store: predstore.Store) -> None:
+    assert store.read("pred", names=["s5", "s12"]).tolist() == [5, 5]
+    assert np.array_equal(store.read("logits"), batch(range(60))["logits"])
+    assert len(store.read("mask")) == 60
+
+
+def test_bfloat16_comes_back_as_bfloat16(store: predstore.Store) -> None:
+    values = store.read("half", [3, 4])
+    assert values.dtype == ml_dtypes.bfloat16 and values.tolist() == [3, 4]
+    tensor = store.read("half", [3, 4], as_torch=True)
+    assert tensor.dtype == torch.bfloat16 and tensor.tolist() == [3.0, 4.0]
+    assert [t.dtype for t in store.read("mask", [1], as_torch=True)] == [torch.uint8]
+
+
+def test_reads_touch_only_the_chunks_needed(
+    store: predstore.Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from zarr.storage import LocalStore
+
+    fetched: list[str] = []
+    original = LocalStore.get
+
+    async def spy(self, key, prototype=None, byte_range=None):  # type: ignore[no-untyped-def]
+        fetched.append(key)
+        return await original(self, key, prototype, byte_range)
+
+    monkeypatch.setattr(LocalStore, "get", spy)
+    predstore.open(store.path).read("logits", [10])
+    shards = {k for k in fetched if k.startswith("c/")}
+    assert len(shards) == 1  # one shard file (its index and one chunk), of the several there are
+    assert len(store.manifest.arrays[0].files) > 1
+
+
+def test_scan_and_pandas(store: predstore.Store) -> None:
+    frame = store.scan(sort=True).collect()
+    assert frame.columns == [
+        "index",
+        "dataloader_idx",
+        "name",
+        "pred",
+        "prob",
+        "boxes",
+        "half",
+        "label",
+    ]
+    assert frame["index"].to_list() == list(range(60))
+    assert frame.schema["boxes"] == pl.List(pl.Array(pl.Float32, 4))
+    counts = store.scan().group_by("label").agg(pl.len()).sort("label").collect()
+    assert counts["len"].to_list() == [20, 20, 20]
+    pandas = store.to_pandas(["index", "pred"])
+    assert pandas["pred"].tolist() == [i % 7 for i in range(60)]
+    with pytest.raises(UnknownKeyError, match="'logits' is a Zarr key: read it with store.read"):
+        store.scan(["logits"])
+
+
+def test_other_tools_read_the_parts_from_the_manifest(store: predstore.Store) -> None:
+    paths = store.part_paths
+    assert pq.read_table(paths).num_rows == 60
+    assert pl.read_parquet(paths).height == 60
+    total = duckdb.sql(f"select count(*), sum(pred) from read_parquet({paths!r})").fetchall()[0]
+    assert total == (60, sum(i % 7 for i in range(60)))
+
+
+def test_errors_name_what_was_asked_and_what_exists(store: predstore.Store) -> None:
+    with pytest.raises(
+        UnknownKeyError, match=r"key 'logit' is not in the store; it holds \['logits'"
+    ):
+        store.read("logit")
+    with pytest.raises(
+        MissingRowsError,
+        match=r"1 of the 2 indices asked are not in dataloader 0.*first: \[60\].*0\.\.59",
+    ):
+        store.read("pred", [1, 60])
+    with pytest.raises(MissingRowsError, match="not in dataloader 3"):
+        store.read("pred", [1], dataloader_idx=3)
+    with pytest.raises(MissingRowsError, match="name 'nobody' is not in dataloader 0"):
+        store.read("pred", names=["nobody"])
+    with pytest.raises(InvalidBatchError, match="indices or names, not both"):
+        store.read("pred", [1], names=["s1"])
+
+
+def test_duplicate_names_are_reported(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    with predstore.StoreWriter(path) as writer:
+        writer.write({"y": [1, 2, 3]}, [0, 1, 2], names=["a", "b", "a"])
+    with pytest.raises(
+        MissingRowsError,
+        match=r"name 'a' is not unique in dataloader 0: rows with indices \[0, 2\]",
+    ):
+        predstore.open(path).read("y", names=["a"])
+
+
+def test_duplicates_read_as_the_first_committed_row(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    write_id = write_ranks(path, [[0, 1, 2], [2, 3]], finalize=False)
+    predstore.finalize(path)
+    store = predstore.open(path)
+    assert store.coverage[0].duplicates == 1 and len(store) == 4
+    assert store.scan().collect()["index"].sort().to_list() == [0, 1, 2, 3]
+    first = [p for p in store.manifest.parts if p.rank == 0][0]
+    assert first.write_id == write_id and store.rows.part[store.rows.locate([2])][
+        0
+    ] == store.manifest.parts.index(first)
+
+
+def test_repr_names_rows_and_keys(store: predstore.Store) -> None:
+    text = repr(store)
+    assert (
+        "60 rows" in text
+        and "logits: float32[300] (zarr)" in text
+        and "mask: uint8[?, ?, ?] (zarr)" in text
+    )

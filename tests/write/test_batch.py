@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from predstore.errors import InvalidBatchError, SchemaError
+from predstore.write.batch import normalize
+
+
+def test_scalars_apply_to_every_row_and_dicts_flatten() -> None:
+    batch = normalize(
+        {
+            "epoch": 3,
+            "lr": torch.tensor(0.5),
+            "tag": "val",
+            "det": {"boxes": torch.zeros(4, 2), "n": np.int32(7)},
+        },
+        [0, 1, 2, 3],
+    )
+    cols = batch.columns
+    assert list(cols) == ["epoch", "lr", "tag", "det.boxes", "det.n"]
+    assert cols["epoch"].values.tolist() == [3] * 4 and cols["epoch"].dtype == "int64"
+    assert cols["lr"].values.tolist() == [0.5] * 4 and cols["lr"].dtype == "float32"
+    assert cols["tag"].values == ["val"] * 4
+    assert cols["det.boxes"].sample_shape == (2,)
+    assert cols["det.n"].dtype == "int32"
+
+
+def test_lists_of_tensors_are_ragged_and_lists_of_numbers_are_scalars() -> None:
+    batch = normalize(
+        {
+            "r": [torch.zeros(2), torch.zeros(5)],
+            "s": [1.5, None],
+            "z": [torch.tensor(1), torch.tensor(2)],
+        },
+        [0, 1],
+    )
+    assert batch.columns["r"].kind == "ragged"
+    assert batch.columns["s"].kind == "fixed" and batch.columns["s"].mask.tolist() == [False, True]
+    assert batch.columns["z"].kind == "fixed" and batch.columns["z"].values.tolist() == [1, 2]
+
+
+def test_none_values_are_dropped_like_absent_keys() -> None:
+    assert list(normalize({"a": None, "b": [1, 2]}, [0, 1]).columns) == ["b"]
+
+
+def test_length_mismatch_names_key_and_both_lengths() -> None:
+    with pytest.raises(
+        InvalidBatchError, match=r"key 'logits' has 3 values but the batch has 4 rows"
+    ):
+        normalize({"logits": torch.zeros(3, 10)}, [0, 1, 2, 3])
+    with pytest.raises(
+        InvalidBatchError, match=r"key 'names2' has 2 values but the batch has 4 rows"
+    ):
+        normalize({"names2": ["a", "b"]}, [0, 1, 2, 3])
+
+
+@pytest.mark.parametrize(
+    ("indices", "message"),
+    [
+        ([0.0, 1.0], "indices must be integers"),
+        (torch.tensor([True, False]), "indices must be integers"),
+        ([0, -1], r"indices must be non-negative, got \[-1\]"),
+        ([[0, 1]], "one-dimensional"),
+        ("abc", "cannot be stored|integers"),
+    ],
+)
+def test_bad_indices(indices: object, message: str) -> None:
+    with pytest.raises((InvalidBatchError, SchemaError), match=message):
+        normalize({"a": [1, 2]}, indices)
+
+
+def test_names_must_be_strings_of_the_batch_length() -> None:
+    with pytest.raises(InvalidBatchError, match=r"names must be strings: entry 1 is 7 \(int\)"):
+        normalize({"a": [1, 2]}, [0, 1], names=["x", 7])
+    with pytest.raises(InvalidBatchError, match="names has 1 entries but the batch has 2 rows"):
+        normalize({"a": [1, 2]}, [0, 1], names=["x"])
+    with pytest.raises(InvalidBatchError, match="names must be a list"):
+        normalize({"a": [1, 2]}, [0, 1], names="xy")
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (torch.zeros(2, dtype=torch.complex64), "key 'v': dtype complex64 cannot be stored"),
+        (object(), "key 'v': values of type builtins.object cannot be stored"),
+        ([{"a": 1}, {"b": 2}], "key 'v'"),
+        ([torch.zeros(2), None], "row 1 is None"),
+        ([torch.zeros(2), torch.zeros(2, dtype=torch.int64)], "different dtypes"),
+        ([torch.zeros(2), torch.zeros(2, 2)], "different numbers of dimensions"),
+        (2**70, "does not fit"),
+    ],
+)
+def test_unsupported_values_name_the_key(value: object, message: str) -> None:
+    with pytest.raises(SchemaError, match=message):
+        normalize({"v": value}, [0, 1])
+
+
+@pytest.mark.parametrize("key", ["index", "name", "dataloader_idx", "__offset__.x", ""])
+def test_reserved_keys_are_refused(key: str) -> None:
+    with pytest.raises(SchemaError, match="key"):
+        normalize({key: [1, 2]}, [0, 1])
+
+
+def test_non_string_keys_and_non_dict_outputs_are_refused() -> None:
+    with pytest.raises(SchemaError, match="output keys must be strings"):
+        normalize({1: [1, 2]}, [0, 1])  # type: ignore[dict-item]
+    with pytest.raises(InvalidBatchError, match="outputs must be a dict"):
+        normalize(torch.zeros(2), [0, 1])  # type: ignore[arg-type]
+
+
+def test_slicing_and_taking_rows_keep_columns_aligned() -> None:
+    batch = normalize(
+        {"a": torch.arange(4), "r": [torch.zeros(i) for i in range(4)], "s": list("wxyz")},
+        [10, 11, 12, 13],
+        names=list("abcd"),
+    )
+    part = batch.slice(1, 3)
+    assert part.indices.tolist() == [11, 12] and part.names == ["b", "c"]
+    kept = batch.take(np.array([True, False, False, True]))
+    assert kept.columns["a"].values.tolist() == [0, 3]
+    assert [len(r) for r in kept.columns["r"].values] == [0, 3]
+    assert kept.columns["s"].values == ["w", "z"]

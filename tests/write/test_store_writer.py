@@ -1,0 +1,367 @@
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import predstore
+from predstore.errors import (
+    CorruptStoreError,
+    FormatVersionError,
+    InvalidBatchError,
+    SchemaError,
+    StoreExistsError,
+    StoreNotCommittedError,
+)
+from predstore.format.commit import load_rank_manifest
+from predstore.format.fs import LocalFileSystem
+from support import assert_rows, batch, write_ranks
+
+
+@pytest.fixture
+def committed(tmp_path: Path) -> Path:
+    """A committed store holding indices 0..19."""
+    path = tmp_path / "store"
+    write_ranks(path, [list(range(20))])
+    return path
+
+
+# -- modes ------------------------------------------------------------------
+
+
+def test_error_mode_refuses_an_existing_store(committed: Path) -> None:
+    with pytest.raises(
+        StoreExistsError,
+        match=r"already holds a committed store \(20 rows.*mode='overwrite'.*mode='append'",
+    ):
+        predstore.StoreWriter(committed)
+    assert_rows(predstore.open(committed), range(20))
+
+
+def test_overwrite_keeps_the_old_store_readable_until_it_commits(committed: Path) -> None:
+    writer = predstore.StoreWriter(committed, mode="overwrite")
+    writer.write(batch([100, 101]), [100, 101])
+    writer.commit()
+    assert_rows(predstore.open(committed), range(20))  # old store until the commit
+    writer.close()
+    assert_rows(predstore.open(committed), [100, 101])
+
+
+def test_append_adds_rows_and_refuses_existing_indices(committed: Path) -> None:
+    with predstore.StoreWriter(committed, mode="append") as writer:
+        writer.write(batch([20, 21]), [20, 21])
+        with pytest.raises(
+            InvalidBatchError, match=r"append: indices \[19\] of dataloader 0 are in the store"
+        ):
+            writer.write(batch([19, 22]), [19, 22])
+        writer.write(batch([5]), [5], dataloader_idx=1)  # another dataloader is another key space
+    store = predstore.open(committed)
+    assert_rows(store, range(22))
+    assert store.indices(1).tolist() == [5]
+    assert store.manifest.generation == 2 and len(store.manifest.writes) == 2
+
+
+def test_append_must_keep_the_schema(committed: Path) -> None:
+    with (
+        predstore.StoreWriter(committed, mode="append") as writer,
+        pytest.raises(SchemaError, match="keys differ"),
+    ):
+        writer.write({"other": [1.0]}, [30])
+    assert_rows(predstore.open(committed), range(20))
+
+
+def test_append_to_a_new_path_creates_the_store(tmp_path: Path) -> None:
+    write_ranks(tmp_path / "new", [[1, 2]], mode="append")
+    assert_rows(predstore.open(tmp_path / "new"), [1, 2])
+
+
+def test_a_directory_that_is_not_a_store_is_left_alone(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    for mode in ("error", "overwrite", "append"):
+        with pytest.raises(StoreExistsError, match="is not empty and is not a predstore store"):
+            predstore.StoreWriter(tmp_path, mode=mode)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_a_path_that_is_a_file(tmp_path: Path) -> None:
+    file = tmp_path / "f"
+    file.write_text("x")
+    with pytest.raises(StoreExistsError, match="is a file; a store is a directory"):
+        predstore.StoreWriter(file)
+    with pytest.raises(StoreNotCommittedError, match="is a file"):
+        predstore.open(file)
+
+
+def test_an_unfinished_write_blocks_error_and_append(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    write_ranks(path, [[0, 1], [2, 3]], finalize=False)
+    for mode in ("error", "append"):
+        with pytest.raises(
+            StoreExistsError, match="unfinished write .*4 rows.*mode='resume'.*predstore finalize"
+        ):
+            predstore.StoreWriter(path, mode=mode)
+
+
+# -- bad input: a clear error, and what was committed still reads ------------
+
+BAD_BATCHES = [
+    (
+        {
+            "logits": torch.zeros(3, 300),
+            "pred": torch.zeros(4, dtype=torch.int64),
+            "prob": torch.zeros(4),
+        },
+        "key 'logits' has 3 values but the batch has 4 rows",
+    ),
+    (
+        {
+            "logits": torch.zeros(4, 301),
+            "pred": torch.zeros(4, dtype=torch.int64),
+            "prob": torch.zeros(4),
+        },
+        r"key 'logits' changed shape: .*float32\[300\].*float32\[301\]",
+    ),
+    (
+        {
+            "logits": torch.zeros(4, 300, dtype=torch.float64),
+            "pred": torch.zeros(4, dtype=torch.int64),
+            "prob": torch.zeros(4),
+        },
+        "key 'logits' changed dtype",
+    ),
+    (
+        {
+            "logits": torch.zeros(4, 300, dtype=torch.complex64),
+            "pred": torch.zeros(4, dtype=torch.int64),
+            "prob": torch.zeros(4),
+        },
+        "key 'logits': dtype complex64 cannot be stored",
+    ),
+    ({"logits": torch.zeros(4, 300), "pred": [object()] * 4, "prob": torch.zeros(4)}, "key 'pred'"),
+    ({"logits": torch.zeros(4, 300), "prob": torch.zeros(4)}, r"missing \['pred'\]"),
+]
+
+
+@pytest.mark.parametrize(("outputs", "message"), BAD_BATCHES)
+def test_bad_batches_raise_and_keep_what_was_written(
+    tmp_path: Path, outputs: dict, message: str
+) -> None:
+    path = tmp_path / "s"
+    good = batch(range(8))
+    with predstore.StoreWriter(path) as writer:
+        writer.write({k: torch.from_numpy(v) for k, v in good.items()}, range(8))
+        with pytest.raises((SchemaError, InvalidBatchError), match=message):
+            writer.write(outputs, [8, 9, 10, 11])
+        writer.write(batch([12]), [12])  # the writer stays usable
+    assert_rows(predstore.open(path), [*range(8), 12])
+
+
+@pytest.mark.parametrize(
+    ("indices", "names", "message"),
+    [
+        ([0.5, 1.5], None, "indices must be integers"),
+        ([-3, 1], None, "non-negative"),
+        ([8, 9], [1, 2], "names must be strings"),
+    ],
+)
+def test_bad_indices_and_names_in_an_append_keep_the_store(
+    committed: Path, indices: list, names: list | None, message: str
+) -> None:
+    with predstore.StoreWriter(committed, mode="append") as writer:
+        with pytest.raises(InvalidBatchError, match=message):
+            writer.write(batch([20, 21]), indices, names=names)
+        writer.write(batch([20]), [20])
+    assert_rows(predstore.open(committed), range(21))
+
+
+def test_an_exception_inside_the_block_commits_rows_but_not_the_store(committed: Path) -> None:
+    with (
+        pytest.raises(RuntimeError, match="model exploded"),
+        predstore.StoreWriter(committed, mode="append") as writer,
+    ):
+        writer.write(batch([20, 21]), [20, 21])
+        raise RuntimeError("model exploded")
+    assert_rows(predstore.open(committed), range(20))  # the store is as committed before
+    rank = load_rank_manifest(LocalFileSystem(committed), writer.write_id, 0)
+    assert rank.state == "failed" and rank.rows == 2  # finalize or resume picks these up
+    predstore.finalize(committed)
+    assert_rows(predstore.open(committed), range(22))
+
+
+def test_corrupt_or_missing_manifest_on_open(committed: Path, tmp_path: Path) -> None:
+    with pytest.raises(
+        StoreNotCommittedError, match=r"no committed store \(no manifest.json\).*predstore finalize"
+    ):
+        predstore.open(tmp_path / "empty")
+    manifest = committed / "manifest.json"
+    manifest.write_bytes(manifest.read_bytes()[:100])
+    with pytest.raises(CorruptStoreError, match="manifest.json is not a readable manifest"):
+        predstore.open(committed)
+
+
+def test_newer_format_version_on_open(committed: Path) -> None:
+    manifest = committed / "manifest.json"
+    doc = json.loads(manifest.read_bytes())
+    doc["format_version"] = 2
+    manifest.write_text(json.dumps(doc))
+    with pytest.raises(FormatVersionError, match="format version 2.*upgrade"):
+        predstore.open(committed)
+
+
+def test_the_writer_refuses_work_after_close(tmp_path: Path) -> None:
+    writer = predstore.StoreWriter(tmp_path / "s")
+    writer.close()
+    with pytest.raises(InvalidBatchError, match="is closed"):
+        writer.write(batch([0]), [0])
+
+
+def test_arguments_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="same write_id"):
+        predstore.StoreWriter(tmp_path / "a", rank=0, world_size=2)
+    with pytest.raises(ValueError, match=r"rank must be an int in \[0, 2\)"):
+        predstore.StoreWriter(tmp_path / "a", rank=2, world_size=2, write_id="w")
+    with pytest.raises(ValueError, match="mode must be one of"):
+        predstore.StoreWriter(tmp_path / "a", mode="upsert")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown codec"):
+        predstore.StoreWriter(tmp_path / "a", codec="brotli")
+    with pytest.raises(StoreExistsError, match="every write needs a new write_id"):
+        write_id = "same"
+        predstore.StoreWriter(tmp_path / "b", write_id=write_id).close()
+        predstore.StoreWriter(tmp_path / "b", write_id=write_id, mode="append")
+
+
+# -- parts, shards and memory ---------------------------------------------------
+
+
+def test_parts_commit_at_shard_boundaries_and_the_rank_manifest_follows(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    row_bytes = 300 * 4
+    writer = predstore.StoreWriter(path, shard_bytes=64 * row_bytes, chunk_bytes=8 * row_bytes)
+    fs = LocalFileSystem(path)
+    for start in range(0, 200, 24):
+        chunk = list(range(start, min(start + 24, 200)))
+        writer.write(batch(chunk), chunk)
+        rank = load_rank_manifest(fs, writer.write_id, 0)
+        assert rank.rows == (start + 24) // 64 * 64  # every committed part is a full shard
+    writer.close()
+    store = predstore.open(path)
+    assert [p.rows for p in store.manifest.parts] == [64, 64, 64, 8]
+    (logits,) = store.manifest.arrays
+    assert logits.shards[0] == 64 and logits.chunks[0] == 8
+    assert len(logits.files) == 4  # one file a shard
+    assert [p.array_offsets["logits"] for p in store.manifest.parts] == [0, 64, 128, 192]
+    assert_rows(store, range(200))
+
+
+def test_an_early_commit_skips_to_the_next_shard(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    with predstore.StoreWriter(path, shard_bytes=64 * 1200) as writer:
+        writer.write(batch(range(10)), range(10))
+        writer.commit()
+        writer.write(batch(range(10, 15)), range(10, 15))
+    store = predstore.open(path)
+    assert [p.array_offsets["logits"] for p in store.manifest.parts] == [0, 64]
+    assert_rows(store, range(15))
+
+
+def test_commit_interval_bounds_what_a_crash_can_lose(tmp_path: Path) -> None:
+    writer = predstore.StoreWriter(tmp_path / "s", commit_interval=0.05)
+    writer.write(batch([0]), [0])
+    time.sleep(0.1)
+    writer.write(batch([1]), [1])
+    assert writer.rows_committed == 2
+    writer.close()
+
+
+def test_memory_stays_bounded_by_the_buffers(tmp_path: Path) -> None:
+    """Buffered rows never exceed one shard, however many rows are written."""
+    row_bytes = 300 * 4
+    writer = predstore.StoreWriter(
+        tmp_path / "s", shard_bytes=128 * row_bytes, row_group_bytes=4096
+    )
+    most_buffered = 0
+    for start in range(0, 3000, 50):
+        writer.write(batch(range(start, start + 50)), range(start, start + 50))
+        most_buffered = max(most_buffered, start + 50 - writer.rows_committed)
+    writer.close()
+    assert most_buffered <= 128
+    assert len(predstore.open(tmp_path / "s").manifest.parts) == -(-3000 // 128)
+
+
+def test_data_files_stay_near_payload_over_16_mib(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    rows = 6000
+    logits = np.random.default_rng(0).standard_normal((rows, 1000), dtype=np.float32)
+    with predstore.StoreWriter(path) as writer:
+        for start in range(0, rows, 256):
+            part = logits[start : start + 256]
+            writer.write(
+                {"logits": part, "pred": part.argmax(1)}, np.arange(start, start + len(part))
+            )
+    store = predstore.open(path)
+    data_files = [p for p in path.rglob("*") if p.is_file() and not p.name.endswith(".json")]
+    payload = logits.nbytes
+    assert len(data_files) <= payload / (16 << 20) + 4
+    assert np.array_equal(store.read("logits"), logits)
+
+
+def test_empty_write_commits_an_empty_store(tmp_path: Path) -> None:
+    manifest = predstore.StoreWriter(tmp_path / "s").close()
+    assert manifest is not None and manifest.rows == 0
+    store = predstore.open(tmp_path / "s")
+    assert len(store) == 0 and store.keys() == []
+    assert store.scan().collect().height == 0
+
+
+def test_writer_copies_what_it_buffers(tmp_path: Path) -> None:
+    """A caller may reuse its output buffer between batches."""
+    out = {
+        "v": np.zeros((2, 8), np.float32),
+        "big": np.zeros((2, 500), np.float32),
+        "r": [np.zeros(3, np.float32)] * 2,
+    }
+    with predstore.StoreWriter(tmp_path / "s", commit_interval=None) as writer:
+        for step in range(3):
+            out["v"][:] = step
+            out["big"][:] = step
+            out["r"][0][:] = step
+            writer.write(out, [2 * step, 2 * step + 1])
+    store = predstore.open(tmp_path / "s")
+    assert store.read("v")[:, 0].tolist() == [0, 0, 1, 1, 2, 2]
+    assert store.read("big")[:, 0].tolist() == [0, 0, 1, 1, 2, 2]
+    assert [r[0] for r in store.read("r")][::2] == [0, 1, 2]
+
+
+def test_several_dataloaders_and_names(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    with predstore.StoreWriter(path, expected={0: 3, 1: 2}) as writer:
+        writer.write({"y": [1.0, 2.0, 3.0]}, [0, 1, 2], names=["a", "b", "c"])
+        writer.write({"y": [4.0, 5.0]}, [0, 1], names=["a", "b"], dataloader_idx=1)
+    store = predstore.open(path)
+    assert store.read("y", names=["c", "a"]).tolist() == [3.0, 1.0]
+    assert store.read("y", names=["b"], dataloader_idx=1).tolist() == [5.0]
+    assert {dl: (c.expected, c.unique, c.missing) for dl, c in store.coverage.items()} == {
+        0: (3, 3, 0),
+        1: (2, 2, 0),
+    }
+
+
+def test_no_temporary_files_remain(tmp_path: Path) -> None:
+    write_ranks(tmp_path / "s", [list(range(50))])
+    leftovers = [
+        p for p in (tmp_path / "s").rglob("*") if ".tmp-" in p.name or p.name.endswith(".partial")
+    ]
+    assert leftovers == []
+
+
+def test_rank_manifests_exist_from_the_start(tmp_path: Path) -> None:
+    writer = predstore.StoreWriter(tmp_path / "s")
+    rank = load_rank_manifest(LocalFileSystem(tmp_path / "s"), writer.write_id, 0)
+    assert rank.state == "open" and rank.parts == [] and rank.schema is None
+    writer.close()
+    assert os.path.exists(tmp_path / "s" / "manifest.json")
