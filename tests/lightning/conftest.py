@@ -13,6 +13,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
+from registry_support import validate_run_files
+
 
 class TinyNet(nn.Module):
     """An encoder and a head: enough structure for prefixes and exceptions."""
@@ -145,3 +147,10 @@ def lightning_info_log() -> Iterator[list[str]]:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(old_level)
+
+
+@pytest.fixture(autouse=True)
+def _run_files_follow_their_schemas(tmp_path: Any) -> Iterator[None]:
+    """Every sidecar.json and summary.json a test leaves in tmp_path must follow its schema."""
+    yield
+    validate_run_files(tmp_path)

@@ -153,7 +153,7 @@ def test_duplicates_read_as_the_first_committed_row(tmp_path: Path) -> None:
     store = predstore.open(path)
     assert store.coverage[0].duplicates == 1 and len(store) == 4
     assert store.scan().collect()["index"].sort().to_list() == [0, 1, 2, 3]
-    first = [p for p in store.manifest.parts if p.rank == 0][0]
+    first = next(p for p in store.manifest.parts if p.rank == 0)
     assert first.write_id == write_id and store.rows.part[store.rows.locate([2])][
         0
     ] == store.manifest.parts.index(first)
