@@ -142,18 +142,15 @@ class MetricsCsv:
     ) -> None:
         lines = ([columns] if header else []) + self._encode(columns, rows)
         payload = _csv_text(lines).encode("utf-8")
-        try:
-            start = self.path.stat().st_size
-        except FileNotFoundError:
-            start = 0
-        try:
-            with open(self.path, "ab") as f:
+        with open(self.path, "ab") as f:  # if this fails, nothing was written
+            start = f.tell()
+            try:
                 f.write(payload)
                 f.flush()
                 os.fsync(f.fileno())
-        except OSError:
-            self._roll_back(start)
-            raise
+            except OSError:
+                self._roll_back(start)
+                raise
 
     def _roll_back(self, size: int) -> None:
         try:
