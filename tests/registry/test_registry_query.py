@@ -43,7 +43,7 @@ def test_ls_lists_every_indexed_run_newest_first(
     assert frame["run_id"].to_list() == [s.run_id for s in by_created]
     assert frame.schema["created_at"] == pl.Datetime("ms", "UTC")
     assert frame.schema["tags"] == pl.List(pl.String)
-    assert frame.columns[:4] == ["run_id", "name", "status", "alive"]
+    assert frame.columns[:4] == ["run_id", "display_name", "status", "alive"]
 
 
 def test_status_alive_and_limit(registry: Registry, generated: GeneratedRegistry) -> None:
@@ -116,7 +116,7 @@ def test_where_on_summary_and_columns(registry: Registry, generated: GeneratedRe
     frame = registry.ls(where="summary.train_loss:count>=6", columns="summary.train_loss:count")
     assert frame.height == len([s for s in generated.specs if generated.metrics_of(s)])
     assert set(frame["summary.train_loss:count"]) == {6}
-    named = registry.ls(where="name=run number 5")
+    named = registry.ls(where="display_name=run number 5")
     assert named["run_id"].to_list() == ["run-005"]
 
 
@@ -152,7 +152,7 @@ def test_best_with_filters_and_step(registry: Registry, generated: GeneratedRegi
 def test_show_by_id_prefix_and_directory(registry: Registry, generated: GeneratedRegistry) -> None:
     spec = generated.spec("run-005")
     detail = registry.show("run-005")
-    assert detail.info["name"] == "run number 5"
+    assert detail.info["display_name"] == "run number 5"
     assert detail.info["tags"] == spec.tags
     assert detail.sidecar["run_id"] == "run-005"
     summary = {row["metric"]: row for row in detail.summary.iter_rows(named=True)}

@@ -172,7 +172,7 @@ def ls_command(
         )
         shown: list[Shown] = [
             ("run_id", "run_id", _cell),
-            ("name", "name", _cell),
+            ("name", "display_name", _cell),
             ("status", "status", _cell),
             ("step", "step", _cell),
             ("created", "created_at", _short_time),
@@ -204,7 +204,7 @@ def best_command(
         best, at_step, last = _extra_columns(frame)
         shown: list[Shown] = [
             ("run_id", "run_id", _cell),
-            ("name", "name", _cell),
+            ("name", "display_name", _cell),
             ("status", "status", _cell),
             (mode, best, _cell),
             ("at step", at_step, _cell),

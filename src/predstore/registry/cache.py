@@ -41,7 +41,7 @@ CREATE TABLE IF NOT EXISTS entries (
 CREATE TABLE IF NOT EXISTS runs (
     run_dir TEXT PRIMARY KEY,
     run_id TEXT NOT NULL,
-    name TEXT,
+    display_name TEXT,
     status TEXT NOT NULL,
     created_at TEXT,
     started_at TEXT,

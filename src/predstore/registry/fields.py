@@ -28,7 +28,7 @@ from predstore.registry.liveness import status_sql
 #: Known columns: public name -> SQL expression over the ``runs`` table.
 COLUMNS: dict[str, str] = {
     "run_id": "runs.run_id",
-    "name": "runs.name",
+    "display_name": "runs.display_name",
     "status": status_sql(),
     "created_at": "runs.created_at",
     "started_at": "runs.started_at",

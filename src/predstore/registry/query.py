@@ -11,7 +11,6 @@ import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
@@ -25,11 +24,18 @@ from predstore.registry.export import write_table
 from predstore.registry.fields import (
     COLUMNS,
     OPERATORS,
-    STATS,
     Field,
     SqlBuilder,
     parse_condition,
     parse_field,
+)
+from predstore.registry.frames import (
+    BASE_COLUMNS,
+    PROBLEMS_SCHEMA,
+    STORES_SCHEMA,
+    SUMMARY_SCHEMA,
+    runs_frame,
+    wide_frame,
 )
 from predstore.registry.layout import STALE, STATUSES
 from predstore.registry.liveness import DEFAULT_STALE_AFTER
@@ -38,50 +44,6 @@ from predstore.registry.liveness import DEFAULT_STALE_AFTER
 QUERY_STATUSES = (*STATUSES, STALE)
 
 Where = str | tuple[str, str, Any]
-
-_TIMESTAMPS = ("created_at", "started_at", "updated_at", "ended_at")
-_INTS = ("attempt", "step", "media_count")
-#: The columns of every run listing, in order; ``alive`` and field columns follow ``status``.
-BASE_COLUMNS = (
-    "run_id",
-    "name",
-    "status",
-    "created_at",
-    "started_at",
-    "updated_at",
-    "ended_at",
-    "last_seen",
-    "attempt",
-    "step",
-    "host",
-    "tags",
-    "notes",
-    "best_checkpoint",
-    "error",
-    "media_count",
-    "run_dir",
-)
-_DT = pl.Datetime("ms", "UTC")
-_SUMMARY_SCHEMA: dict[str, Any] = {
-    "metric": pl.String,
-    "last": pl.Float64,
-    "min": pl.Float64,
-    "max": pl.Float64,
-    "count": pl.Int64,
-    "nan_count": pl.Int64,
-    "step": pl.Int64,
-    "epoch": pl.Int64,
-    "min_step": pl.Int64,
-    "max_step": pl.Int64,
-}
-_STORES_SCHEMA: dict[str, Any] = {
-    "path": pl.String,
-    "rows": pl.Int64,
-    "committed_at": pl.String,
-    "write_id": pl.String,
-}
-_PROBLEMS_SCHEMA: dict[str, Any] = {"file": pl.String, "message": pl.String, "fatal": pl.Boolean}
-_SUMMARY_INT_STATS = frozenset({"count", "nan_count", "step", "epoch", "min_step", "max_step"})
 
 
 @dataclass(frozen=True)
@@ -283,10 +245,10 @@ class Registry:
         return RunDetail(
             info=info,
             sidecar=json.loads(sidecar_text),
-            summary=self._frame("summary", _SUMMARY_SCHEMA, run_dir, "metric"),
+            summary=self._frame("summary", SUMMARY_SCHEMA, run_dir, "metric"),
             hparams=self._frame("hparams", {"key": pl.String, "value": pl.String}, run_dir, "key"),
-            stores=self._frame("stores", _STORES_SCHEMA, run_dir, "committed_at"),
-            problems=self._frame("problems", _PROBLEMS_SCHEMA, run_dir, "file"),
+            stores=self._frame("stores", STORES_SCHEMA, run_dir, "committed_at"),
+            problems=self._frame("problems", PROBLEMS_SCHEMA, run_dir, "file"),
         )
 
     def problems(self) -> pl.DataFrame:
@@ -360,7 +322,7 @@ class Registry:
                 raise QueryError(f"limit must be a non-negative integer; got {limit!r}")
             text += f" LIMIT {sql.param(limit)}"
         rows = self._conn.execute(text, sql.params).fetchall()
-        return self._frame_of(rows, extra)
+        return runs_frame(rows, extra)
 
     def _where(self, sql: SqlBuilder, filters: Filters) -> list[str]:
         status = COLUMNS["status"]
@@ -376,20 +338,6 @@ class Registry:
             clauses.append(f"{status} {'=' if filters.alive else '!='} 'running'")
         clauses += [sql.condition(parse_condition(c)) for c in filters.where]
         return clauses
-
-    def _frame_of(self, rows: list[tuple[Any, ...]], extra: list[Field]) -> pl.DataFrame:
-        n = len(BASE_COLUMNS)
-        columns: dict[str, pl.Series] = {}
-        for i, name in enumerate(BASE_COLUMNS):
-            columns[name] = _base_series(name, [r[i] for r in rows])
-        columns["alive"] = pl.Series("alive", [r[2] == "running" for r in rows], pl.Boolean)
-        for i, f in enumerate(extra):
-            numbers = [r[n + 2 * i] for r in rows]
-            texts = [r[n + 2 * i + 1] for r in rows]
-            columns[f.path] = _field_series(f, numbers, texts)
-        order = ["run_id", "name", "status", "alive", *(f.path for f in extra)]
-        order += [c for c in BASE_COLUMNS if c not in order]
-        return pl.DataFrame([columns[c] for c in order])
 
     def _resolve(self, run: str) -> str:
         if not isinstance(run, str) or not run:
@@ -428,7 +376,9 @@ class Registry:
         for run_dir, key, value, num in rows:
             if run_dir in selected:
                 by_key.setdefault(key, {})[run_dir] = (num, value)
-        return _wide(selected, {f"hparams.{k}": (Field("hparam", k), v) for k, v in by_key.items()})
+        return wide_frame(
+            selected, {f"hparams.{k}": (Field("hparam", k), v) for k, v in by_key.items()}
+        )
 
     def _wide_summary(self, selected: set[str]) -> pl.DataFrame:
         stats = ("last", "min", "max", "count")
@@ -442,67 +392,7 @@ class Registry:
             for stat, value in zip(stats, values, strict=True):
                 f = Field("summary", metric, stat)
                 by_field.setdefault(f.path, (f, {}))[1][run_dir] = (value, None)
-        return _wide(selected, by_field)
+        return wide_frame(selected, by_field)
 
 
-def _wide(
-    selected: set[str], fields: dict[str, tuple[Field, dict[str, tuple[Any, Any]]]]
-) -> pl.DataFrame:
-    order = sorted(selected)
-    series = [pl.Series("run_dir", order, pl.String)]
-    for path in sorted(fields, key=lambda p: _field_order(fields[p][0])):
-        f, values = fields[path]
-        pairs = [values.get(d, (None, None)) for d in order]
-        series.append(_field_series(f, [p[0] for p in pairs], [p[1] for p in pairs]))
-    return pl.DataFrame(series)
-
-
-def _field_order(f: Field) -> tuple[str, int]:
-    return (f.name, STATS.index(f.stat) if f.stat in STATS else len(STATS))
-
-
-def _base_series(name: str, values: list[Any]) -> pl.Series:
-    if name in _TIMESTAMPS:
-        return pl.Series(name, [_parse_time(v) for v in values], _DT)
-    if name == "last_seen":
-        return pl.Series(name, [_from_unix(v) for v in values], _DT)
-    if name == "tags":
-        return pl.Series(name, [json.loads(v) for v in values], pl.List(pl.String))
-    if name in _INTS:
-        return pl.Series(name, values, pl.Int64)
-    return pl.Series(name, values, pl.String)
-
-
-def _field_series(f: Field, numbers: list[Any], texts: list[Any]) -> pl.Series:
-    if f.kind == "summary":
-        int_stat = f.stat in _SUMMARY_INT_STATS or f.stat.endswith("_step")
-        return pl.Series(f.path, numbers, pl.Int64 if int_stat else pl.Float64)
-    if f.kind == "column":
-        return _base_series(f.name, numbers)
-    present = [(n, t) for n, t in zip(numbers, texts, strict=True) if t is not None]
-    if present and all(n is not None for n, _ in present):
-        if all(t.lstrip("-").isdigit() for _, t in present):  # written as integers
-            return pl.Series(f.path, [None if n is None else int(n) for n in numbers], pl.Int64)
-        return pl.Series(f.path, numbers, pl.Float64)
-    if present and all(t in ("true", "false") for _, t in present):
-        return pl.Series(f.path, [None if t is None else t == "true" for t in texts], pl.Boolean)
-    return pl.Series(f.path, texts, pl.String)
-
-
-def _parse_time(text: object) -> datetime | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _from_unix(seconds: object) -> datetime | None:
-    if not isinstance(seconds, (int, float)):
-        return None
-    return datetime.fromtimestamp(seconds, tz=UTC)
-
-
-__all__ = ["BASE_COLUMNS", "QUERY_STATUSES", "STATS", "Filters", "Registry", "RunDetail"]
+__all__ = ["BASE_COLUMNS", "QUERY_STATUSES", "Filters", "Registry", "RunDetail"]

@@ -191,7 +191,7 @@ def _insert_run(conn: sqlite3.Connection, record: RunRecord) -> None:
     steps = [s.step for s in record.summary.metrics.values() if s.step is not None]
     step = record.heartbeat.step if record.heartbeat and record.heartbeat.step is not None else None
     conn.execute(
-        "INSERT INTO runs (run_dir, run_id, name, status, created_at, started_at, updated_at, "
+        "INSERT INTO runs (run_dir, run_id, display_name, status, created_at, started_at, updated_at, "
         "ended_at, last_seen, heartbeat_interval, attempt, host, notes, best_checkpoint, error, "
         "step, media_count, tags, sidecar) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
