@@ -9,20 +9,27 @@ commits. See ``predstore.open``, ``predstore.StoreWriter`` and
 
 from __future__ import annotations
 
+import importlib
 import os
+from typing import TYPE_CHECKING
 
 from predstore.errors import (
     CommitConflictError,
+    ConfigError,
+    CorruptRunError,
     CorruptStoreError,
     CoverageError,
     FormatVersionError,
     InvalidBatchError,
     MissingRowsError,
     PredstoreError,
+    QueryError,
+    RegistryError,
     SchemaError,
     StoreExistsError,
     StoreNotCommittedError,
     UnknownKeyError,
+    UnknownRunError,
 )
 from predstore.format.fs import LocalFileSystem
 from predstore.format.manifest import StoreManifest
@@ -30,7 +37,27 @@ from predstore.read.store import Store, open
 from predstore.write.keys import KeySpec
 from predstore.write.store_writer import StoreWriter
 
+if TYPE_CHECKING:
+    from predstore.lightning.freezer import Freezer
+    from predstore.lightning.registry_logger import RegistryLogger
+
 __version__ = "0.1.0"
+
+# Lightning takes seconds to import: the callbacks load on first use, so that
+# `import predstore` and every `predstore` command stay fast.
+_LAZY = {
+    "Freezer": "predstore.lightning.freezer",
+    "RegistryLogger": "predstore.lightning.registry_logger",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'predstore' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 
 def finalize(path: str | os.PathLike[str]) -> StoreManifest:
@@ -53,19 +80,26 @@ def finalize(path: str | os.PathLike[str]) -> StoreManifest:
 
 __all__ = [
     "CommitConflictError",
+    "ConfigError",
+    "CorruptRunError",
     "CorruptStoreError",
     "CoverageError",
     "FormatVersionError",
+    "Freezer",
     "InvalidBatchError",
     "KeySpec",
     "MissingRowsError",
     "PredstoreError",
+    "QueryError",
+    "RegistryError",
+    "RegistryLogger",
     "SchemaError",
     "Store",
     "StoreExistsError",
     "StoreNotCommittedError",
     "StoreWriter",
     "UnknownKeyError",
+    "UnknownRunError",
     "__version__",
     "finalize",
     "open",

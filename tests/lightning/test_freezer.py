@@ -256,7 +256,7 @@ trainer:
   enable_model_summary: false
   default_root_dir: {tmp_path}
   callbacks:
-    - class_path: predstore.lightning.freezer.Freezer
+    - class_path: predstore.Freezer
       init_args:
         prefixes: [encoder]
         except_names: [encoder.2.bias]

@@ -411,7 +411,7 @@ trainer:
   enable_progress_bar: false
   enable_model_summary: false
   logger:
-    class_path: predstore.lightning.registry_logger.RegistryLogger
+    class_path: predstore.RegistryLogger
     init_args:
       save_dir: {tmp_path}/runs
       name: cli
