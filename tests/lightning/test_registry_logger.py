@@ -321,7 +321,9 @@ def test_io_errors_never_stop_training(tmp_path: Path, caplog: pytest.LogCapture
 def test_register_store_without_a_trainer(tmp_path: Path) -> None:
     logger = RegistryLogger(tmp_path, version="v")
     logger.register_store("/stores/a", rows=10, committed_at=now_iso(), write_id="w1")
-    logger.register_store("/stores/b", rows=3, committed_at=now_iso(), write_id="w2")
+    logger.register_store(
+        Path("/stores/b"), rows=np.int64(3), committed_at=now_iso(), write_id="w2"
+    )
     logger.register_store("/stores/a", rows=12, committed_at=now_iso(), write_id="w3")
     stores = _sidecar(logger.run_dir)["stores"]  # written at once, before any save
     assert [(s["path"], s["rows"], s["write_id"]) for s in stores] == [

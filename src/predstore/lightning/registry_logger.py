@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import operator
 import os
 import sys
 from argparse import Namespace
@@ -231,18 +232,33 @@ class RegistryLogger(CSVLogger):
             run.log_image(key, image, step=step, caption=text)
 
     @rank_zero_only
-    def register_store(self, path: str, *, rows: int, committed_at: str, write_id: str) -> None:
+    def register_store(
+        self, path: str | os.PathLike[str], *, rows: int, committed_at: str, write_id: str
+    ) -> None:
         """Record a committed prediction store in the sidecar (called by PredictionWriter).
 
         A later commit of the same path replaces its entry. The sidecar is
         written at once.
+
+        Raises:
+            ConfigError: if ``rows`` is not a non-negative integer or a text
+                argument is empty.
         """
-        if not isinstance(rows, int) or isinstance(rows, bool) or rows < 0:
+        try:
+            count = operator.index(rows)  # ints and integer numpy scalars
+        except TypeError:
+            count = -1
+        if isinstance(rows, bool) or count < 0:
             raise ConfigError(f"register_store rows must be a non-negative integer; got {rows!r}")
-        for arg, value in (("path", path), ("committed_at", committed_at), ("write_id", write_id)):
+        location = os.fspath(path)
+        for arg, value in (
+            ("path", location),
+            ("committed_at", committed_at),
+            ("write_id", write_id),
+        ):
             _text(value, arg, empty=False)
         self._open_run().register_store(
-            os.fspath(path), rows=rows, committed_at=committed_at, write_id=write_id
+            location, rows=count, committed_at=committed_at, write_id=write_id
         )
 
 
