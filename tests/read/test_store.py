@@ -71,20 +71,22 @@ def test_bfloat16_comes_back_as_bfloat16(store: predstore.Store) -> None:
 def test_reads_touch_only_the_chunks_needed(
     store: predstore.Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from zarr.storage import LocalStore
+    from predstore.format.fs import LocalFileSystem
 
-    fetched: list[str] = []
-    original = LocalStore.get
+    reads: list[tuple[str, int]] = []
+    original = LocalFileSystem.read_range
 
-    async def spy(self, key, prototype=None, byte_range=None):  # type: ignore[no-untyped-def]
-        fetched.append(key)
-        return await original(self, key, prototype, byte_range)
+    def spy(self, path, start, length):  # type: ignore[no-untyped-def]
+        reads.append((path, length))
+        return original(self, path, start, length)
 
-    monkeypatch.setattr(LocalStore, "get", spy)
-    predstore.open(store.path).read("logits", [10])
-    shards = {k for k in fetched if k.startswith("c/")}
-    assert len(shards) == 1  # one shard file (its index and one chunk), of the several there are
-    assert len(store.manifest.arrays[0].files) > 1
+    monkeypatch.setattr(LocalFileSystem, "read_range", spy)
+    fresh = predstore.open(store.path)
+    assert np.array_equal(fresh.read("logits", [10]), batch([10])["logits"])
+    logits = next(a for a in fresh.manifest.arrays if a.key == "logits")
+    assert len(logits.files) > 1
+    assert len({path for path, _ in reads}) == 1  # one shard file of the several
+    assert sum(n for _, n in reads) < max(logits.files.values())  # its index and one chunk
 
 
 def test_scan_and_pandas(store: predstore.Store) -> None:

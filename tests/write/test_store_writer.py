@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -241,7 +242,9 @@ def test_arguments_are_checked(tmp_path: Path) -> None:
 def test_parts_commit_at_shard_boundaries_and_the_rank_manifest_follows(tmp_path: Path) -> None:
     path = tmp_path / "s"
     row_bytes = 300 * 4
-    writer = predstore.StoreWriter(path, shard_bytes=64 * row_bytes, chunk_bytes=8 * row_bytes)
+    writer = predstore.StoreWriter(
+        path, shard_bytes=64 * row_bytes, chunk_bytes=8 * row_bytes, background=False
+    )
     fs = LocalFileSystem(path)
     for start in range(0, 200, 24):
         chunk = list(range(start, min(start + 24, 200)))
@@ -270,7 +273,7 @@ def test_an_early_commit_skips_to_the_next_shard(tmp_path: Path) -> None:
 
 
 def test_commit_interval_bounds_what_a_crash_can_lose(tmp_path: Path) -> None:
-    writer = predstore.StoreWriter(tmp_path / "s", commit_interval=0.05)
+    writer = predstore.StoreWriter(tmp_path / "s", commit_interval=0.05, background=False)
     writer.write(batch([0]), [0])
     time.sleep(0.1)
     writer.write(batch([1]), [1])
@@ -278,18 +281,19 @@ def test_commit_interval_bounds_what_a_crash_can_lose(tmp_path: Path) -> None:
     writer.close()
 
 
-def test_memory_stays_bounded_by_the_buffers(tmp_path: Path) -> None:
-    """Buffered rows never exceed one shard, however many rows are written."""
+@pytest.mark.parametrize("background", [False, True])
+def test_memory_stays_bounded_by_the_buffers(tmp_path: Path, background: bool) -> None:
+    """Rows not yet committed never exceed one shard (two with a commit in flight)."""
     row_bytes = 300 * 4
     writer = predstore.StoreWriter(
-        tmp_path / "s", shard_bytes=128 * row_bytes, row_group_bytes=4096
+        tmp_path / "s", shard_bytes=128 * row_bytes, row_group_bytes=4096, background=background
     )
     most_buffered = 0
     for start in range(0, 3000, 50):
         writer.write(batch(range(start, start + 50)), range(start, start + 50))
         most_buffered = max(most_buffered, start + 50 - writer.rows_committed)
     writer.close()
-    assert most_buffered <= 128
+    assert most_buffered <= (256 if background else 128)
     assert len(predstore.open(tmp_path / "s").manifest.parts) == -(-3000 // 128)
 
 
@@ -365,3 +369,35 @@ def test_rank_manifests_exist_from_the_start(tmp_path: Path) -> None:
     assert rank.state == "open" and rank.parts == [] and rank.schema is None
     writer.close()
     assert os.path.exists(tmp_path / "s" / "manifest.json")
+
+
+def test_an_error_on_the_commit_thread_surfaces_with_its_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from predstore.write.arrays import FixedArrayWriter
+
+    path = tmp_path / "s"
+    writer = predstore.StoreWriter(path, shard_bytes=16 * 1200)
+    writer.write(batch(range(16)), range(16))  # fills a shard: its commit goes to the thread
+    writer.commit()
+    failed = threading.Event()
+
+    def disk_full(self, data, start):  # type: ignore[no-untyped-def]
+        failed.set()
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(FixedArrayWriter, "write_at", disk_full)
+    writer.write(batch(range(16, 32)), range(16, 32))
+    assert failed.wait(10)
+    time.sleep(0.1)  # the thread's future completes right after the raise
+    with pytest.raises(OSError, match="No space left") as raised:
+        writer.write(batch(range(32, 34)), range(32, 34))
+    assert any(entry.name == "disk_full" for entry in raised.traceback)
+    with pytest.raises(predstore.PredstoreError, match="stopped after an error while committing"):
+        writer.write(batch([40]), [40])
+    monkeypatch.undo()
+    writer.fail()
+    rank = load_rank_manifest(LocalFileSystem(path), writer.write_id, 0)
+    assert rank.state == "failed" and rank.rows == 16  # what was committed before the error
+    predstore.finalize(path)
+    assert_rows(predstore.open(path), range(16))

@@ -40,6 +40,10 @@ class FileSystem(abc.ABC):
         """The whole content of ``path``; ``FileNotFoundError`` if absent."""
 
     @abc.abstractmethod
+    def read_range(self, path: str, start: int, length: int) -> bytes:
+        """``length`` bytes of ``path`` from ``start`` (fewer at its end)."""
+
+    @abc.abstractmethod
     def replace(self, path: str, data: bytes) -> None:
         """Atomically make ``path`` hold ``data`` (temporary file, fsync, rename)."""
 
@@ -107,6 +111,13 @@ class LocalFileSystem(FileSystem):
     def read_bytes(self, path: str) -> bytes:
         with open(self.resolve(path), "rb") as f:
             return f.read()
+
+    def read_range(self, path: str, start: int, length: int) -> bytes:
+        fd = os.open(self.resolve(path), os.O_RDONLY)
+        try:
+            return os.pread(fd, length, start)
+        finally:
+            os.close(fd)
 
     def replace(self, path: str, data: bytes) -> None:
         full = self.resolve(path)

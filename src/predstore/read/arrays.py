@@ -1,7 +1,18 @@
-"""Reading rows of Zarr keys, touching only the chunks that hold them."""
+"""Reading rows of Zarr keys, touching only the chunks that hold them.
+
+Arrays in predstore's own shard layout (:mod:`predstore.format.shards`) are
+read directly: the shard's index, then only the inner chunks needed, decoded
+in parallel and optionally kept in a small cache of decoded chunks (what a
+Dataset reading in random order needs). Any other array is read through
+zarr. Either way, nothing past the committed extent is ever read.
+"""
 
 from __future__ import annotations
 
+import os
+import threading
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -11,17 +22,51 @@ from predstore.errors import CorruptStoreError
 from predstore.format import dtypes
 from predstore.format.fs import FileSystem
 from predstore.format.manifest import ArrayEntry
+from predstore.format.shards import ABSENT, ShardLayout, layout_of_array
 
 NDArray = np.ndarray[Any, Any]
 
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+_pool_lock = threading.Lock()
+
+
+def decode_pool() -> ThreadPoolExecutor:
+    """This process's pool of chunk decoders (a forked DataLoader worker makes its own)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool[0] != os.getpid():
+            _pool = (
+                os.getpid(),
+                ThreadPoolExecutor(
+                    max(2, os.cpu_count() or 2), thread_name_prefix="predstore-decode"
+                ),
+            )
+        return _pool[1]
+
 
 class ArrayReader:
-    """One committed Zarr array, opened on first use; reads never go past its committed extent."""
+    """One committed Zarr array, opened on first use.
 
-    def __init__(self, fs: FileSystem, entry: ArrayEntry) -> None:
+    ``cache_bytes`` keeps that many bytes of decoded chunks, most recently
+    used first, so reads in random order decode each chunk about once.
+    """
+
+    def __init__(self, fs: FileSystem, entry: ArrayEntry, *, cache_bytes: int = 0) -> None:
         self.fs, self.entry = fs, entry
         self.dtype = dtypes.get(entry.dtype)
+        self.cache_bytes = cache_bytes
         self._array: Any = None
+        self._layout: ShardLayout | None = None
+        self._indices: dict[int, NDArray] = {}
+        self._cache: OrderedDict[int, NDArray] = OrderedDict()
+        self._cached = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickle the description only: a worker process opens its own files.
+        return {"fs": self.fs, "entry": self.entry, "cache_bytes": self.cache_bytes}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["fs"], state["entry"], cache_bytes=state["cache_bytes"])  # type: ignore[misc]
 
     @property
     def array(self) -> Any:
@@ -46,47 +91,161 @@ class ArrayReader:
             raise CorruptStoreError(
                 f"array {entry.path} holds {array.dtype}, its manifest says {entry.zarr_dtype}"
             )
+        self._layout = layout_of_array(array, int(entry.shards[0]))
         return array
+
+    # -- reading ---------------------------------------------------------------
 
     def rows(self, positions: NDArray) -> NDArray:
         """The rows at ``positions`` (in that order), as the logical dtype."""
-        return self.dtype.from_zarr(self._take(positions))
+        return self.dtype.from_zarr(self._take(np.asarray(positions, dtype=np.int64)))
 
     def spans(self, starts: NDArray, sizes: NDArray) -> list[NDArray]:
         """For a flat (ragged) array: the elements ``[start, start + size)`` of each row."""
         if not len(starts):
             return []
         lo, hi = int(starts.min()), int((starts + sizes).max())
-        covered = int(sizes.sum())
-        if covered * 4 >= hi - lo:  # dense enough: read the whole range once
-            data = self.dtype.from_zarr(self._slice(lo, hi))
+        if int(sizes.sum()) * 4 >= hi - lo:  # dense enough: read the whole range once
+            data = self.dtype.from_zarr(self._range(lo, hi))
             return [
                 data[s - lo : s - lo + n]
                 for s, n in zip(starts.tolist(), sizes.tolist(), strict=True)
             ]
-        elements = np.concatenate([np.arange(s, s + n) for s, n in zip(starts, sizes, strict=True)])
-        data = self.rows(elements) if elements.size else np.zeros(0, self.dtype.numpy)
-        return np.split(data, np.cumsum(sizes)[:-1])
-
-    def _slice(self, lo: int, hi: int) -> NDArray:
-        self._check_bounds(hi)
-        return self.array[lo:hi]
+        return [
+            self.dtype.from_zarr(self._range(int(s), int(s + n)))
+            for s, n in zip(starts, sizes, strict=True)
+        ]
 
     def _take(self, positions: NDArray) -> NDArray:
         if not len(positions):
             return np.zeros((0, *self.entry.shape[1:]), self.dtype.zarr)
-        unique, inverse = np.unique(positions, return_inverse=True)
-        lo, hi = int(unique[0]), int(unique[-1]) + 1
-        self._check_bounds(hi)
-        if len(unique) * 4 >= hi - lo:  # dense enough: one contiguous read
-            data = self.array[lo:hi][unique - lo]
-        else:
-            data = self.array.get_orthogonal_selection((unique,))
-        return data[inverse]
+        lo, hi = int(positions.min()), int(positions.max()) + 1
+        self._check_bounds(lo, hi)
+        if hi - lo == len(positions) and np.array_equal(positions, np.arange(lo, hi)):
+            return self._range(lo, hi)
+        self.array  # noqa: B018  (opening decides the layout)
+        if self._layout is None:
+            unique, inverse = np.unique(positions, return_inverse=True)
+            return self.array.get_orthogonal_selection((unique,))[inverse]
+        return self._gather(positions)
 
-    def _check_bounds(self, stop: int) -> None:
-        if stop > self.entry.length:
+    def _range(self, lo: int, hi: int) -> NDArray:
+        self._check_bounds(lo, hi)
+        self.array  # noqa: B018
+        layout = self._layout
+        if layout is None or hi <= lo:
+            return self.array[lo:hi]
+        first, last = lo // layout.chunk_len, (hi - 1) // layout.chunk_len
+        chunks = self._chunks(np.arange(first, last + 1))
+        joined = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+        start = lo - first * layout.chunk_len
+        return joined[start : start + hi - lo]
+
+    def _gather(self, positions: NDArray) -> NDArray:
+        assert self._layout is not None
+        length = self._layout.chunk_len
+        chunk_of = positions // length
+        needed, where = np.unique(chunk_of, return_inverse=True)
+        chunks = self._chunks(needed)
+        out = np.empty((len(positions), *self.entry.shape[1:]), self.dtype.zarr)
+        order = np.argsort(where, kind="stable")
+        bounds = np.flatnonzero(np.diff(where[order])) + 1
+        for group in np.split(order, bounds):
+            k = where[group[0]]
+            out[group] = chunks[k][positions[group] - needed[k] * length]
+        return out
+
+    def _chunks(self, chunk_ids: NDArray) -> list[NDArray]:
+        """Decoded inner chunks ``chunk_ids`` (sorted), from the cache or the shard files."""
+        result: dict[int, NDArray] = {}
+        missing = []
+        for c in chunk_ids.tolist():
+            hit = self._cache.get(c)
+            if hit is not None:
+                self._cache.move_to_end(c)
+                result[c] = hit
+            else:
+                missing.append(c)
+        if missing:
+            for c, chunk in zip(missing, self._read_chunks(missing), strict=True):
+                result[c] = chunk
+                self._remember(c, chunk)
+        return [result[c] for c in chunk_ids.tolist()]
+
+    def _read_chunks(self, chunk_ids: list[int]) -> list[NDArray]:
+        layout = self._layout
+        assert layout is not None
+        per_shard = layout.chunks_per_shard
+        raws: list[Any] = []
+        by_shard: dict[int, list[int]] = {}
+        for c in chunk_ids:
+            by_shard.setdefault(c // per_shard, []).append(c)
+        for shard, ids in by_shard.items():
+            path, size = self._shard_file(shard)
+            index = self._index(shard, path, size)
+            local = np.array(ids) % per_shard
+            offsets, lengths = index[local, 0], index[local, 1]
+            present = offsets != ABSENT
+            if not present.any():
+                raws.extend([None] * len(ids))
+                continue
+            lo = int(offsets[present].min())
+            hi = int((offsets[present] + lengths[present]).max())
+            if int(lengths[present].sum()) * 2 >= hi - lo:  # most of a range: one read
+                block = memoryview(self.fs.read_range(path, lo, hi - lo))
+                raws.extend(
+                    block[o - lo : o - lo + n] if p else None
+                    for o, n, p in zip(offsets.tolist(), lengths.tolist(), present, strict=True)
+                )
+            else:
+                raws.extend(
+                    self.fs.read_range(path, o, n) if p else None
+                    for o, n, p in zip(offsets.tolist(), lengths.tolist(), present, strict=True)
+                )
+        zeros = np.zeros((layout.chunk_len, *layout.sample), layout.dtype)
+
+        def decode(raw: Any) -> NDArray:
+            return zeros if raw is None else layout.decode(raw)
+
+        if len(raws) == 1:
+            return [decode(raws[0])]
+        return list(decode_pool().map(decode, raws))
+
+    def _shard_file(self, shard: int) -> tuple[str, int]:
+        zeros = (0,) * (len(self.entry.shape) - 1)
+        path = f"{self.entry.path}/{self.array.metadata.encode_chunk_key((shard, *zeros))}"
+        size = self.entry.files.get(path)
+        if size is None:
             raise CorruptStoreError(
-                f"array {self.entry.path}: a part refers to position {stop - 1}, "
-                f"past its committed extent {self.entry.length}"
+                f"array {self.entry.path}: shard {path} holds committed rows but is not listed"
+            )
+        return path, size
+
+    def _index(self, shard: int, path: str, size: int) -> NDArray:
+        index = self._indices.get(shard)
+        if index is None:
+            assert self._layout is not None
+            try:
+                index = self._layout.read_index(self.fs, path, size)
+            except FileNotFoundError:
+                raise CorruptStoreError(
+                    f"array {self.entry.path}: shard {path} is missing"
+                ) from None
+            self._indices[shard] = index
+        return index
+
+    def _remember(self, chunk_id: int, chunk: NDArray) -> None:
+        if chunk.nbytes > self.cache_bytes:
+            return
+        self._cache[chunk_id] = chunk
+        self._cached += chunk.nbytes
+        while self._cached > self.cache_bytes:
+            _, old = self._cache.popitem(last=False)
+            self._cached -= old.nbytes
+
+    def _check_bounds(self, lo: int, hi: int) -> None:
+        if lo < 0 or hi > self.entry.length:
+            raise CorruptStoreError(
+                f"array {self.entry.path}: a part refers to positions {lo}..{hi - 1}, "
+                f"outside its committed extent {self.entry.length}"
             )

@@ -171,12 +171,15 @@ def check_names(names: Sequence[Any] | None, rows: int) -> list[str | None] | No
         raise InvalidBatchError(f"names must be a list of strings, got {type(names).__name__}")
     if len(names) != rows:
         raise InvalidBatchError(f"names has {len(names)} entries but the batch has {rows} rows")
+    names = list(names)
+    if all(type(name) is str for name in names):  # the common case, checked fast
+        return names
     for i, name in enumerate(names):
         if name is not None and not isinstance(name, str):
             raise InvalidBatchError(
                 f"names must be strings: entry {i} is {name!r} ({type(name).__name__})"
             )
-    return list(names)
+    return names
 
 
 def check_dataloader(dataloader_idx: Any) -> int:

@@ -34,8 +34,9 @@ StorageChoice = Literal["auto", "parquet", "zarr", "skip"]
 class KeySpec:
     """How to store one key, or every key that matches a glob pattern.
 
-    ``codec`` and ``level`` choose the Zarr compressor: ``"blosc-zstd"`` (the
-    default), ``"blosc-lz4"``, ``"zstd"``, ``"gzip"`` or ``"none"``.
+    ``codec`` and ``level`` choose the Zarr compressor: ``"auto"`` (the default:
+    zstd where it pays, Blosc LZ4 otherwise), ``"zstd"``, ``"blosc-lz4"``,
+    ``"blosc-zstd"``, ``"gzip"`` or ``"none"``.
     ``dtype`` declares the type of a key whose first batch may hold only
     ``None`` (``"string"``, ``"float64"``, ...), which no value can show.
     """

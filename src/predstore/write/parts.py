@@ -85,22 +85,27 @@ class PartWriter:
         if not self._pending:
             return
         if self._writer is None:
-            self._stack = contextlib.ExitStack()
-            sink = self._stack.enter_context(self.fs.open_atomic(self.path))
-            self._writer = self._stack.enter_context(
-                pq.ParquetWriter(
-                    sink,
-                    self.arrow_schema,
-                    compression=self.compression,
-                    compression_level=1,
-                    use_dictionary=[NAME, *self._string_keys()],
-                    write_statistics=[INDEX, DATALOADER],
-                )
-            )
+            self._stack, self._writer = self.open_file(self.path)
         table = pa.Table.from_batches(self._pending, self.arrow_schema)
         self._writer.write_table(table, row_group_size=max(1, table.num_rows))
         self.bytes_written += self._pending_bytes
         self._pending, self._pending_bytes = [], 0
+
+    def open_file(self, path: str) -> tuple[contextlib.ExitStack, pq.ParquetWriter]:
+        """A Parquet writer on a temporary file that becomes ``path`` when the stack closes."""
+        stack = contextlib.ExitStack()
+        sink = stack.enter_context(self.fs.open_atomic(path))
+        writer = stack.enter_context(
+            pq.ParquetWriter(
+                sink,
+                self.arrow_schema,
+                compression=self.compression,
+                compression_level=1,
+                use_dictionary=[NAME, *self._string_keys()],
+                write_statistics=[INDEX, DATALOADER],
+            )
+        )
+        return stack, writer
 
     def _string_keys(self) -> list[str]:
         return [k for k, s in self.schema.keys.items() if s.dtype == dtypes.STRING]
@@ -114,37 +119,78 @@ class PartWriter:
         """Bytes the open part holds so far, written or pending."""
         return self.bytes_written + self._pending_bytes
 
-    def commit(self, array_offsets: dict[str, int]) -> PartEntry | None:
-        """Close the open part and move it into place; ``None`` when it holds no rows."""
+    def seal(self, array_offsets: dict[str, int]) -> SealedPart | None:
+        """Hand over the open part, to be finished by :meth:`SealedPart.finish`; start the next one."""
         if not self.rows:
             return None
-        self._flush_row_group()
-        assert self._stack is not None
-        self._stack.close()  # closes the Parquet writer, then renames the file into place
-        self._stack, self._writer = None, None
-        entry = PartEntry(
-            path=self.path,
-            write_id=self.write_id,
-            rank=self.rank,
-            seq=self.seq,
-            rows=self.rows,
-            bytes=self.fs.size(self.path),
-            dataloaders=sorted(self._dataloaders),
-            index_min=self._index_range[0],
-            index_max=self._index_range[1],
-            array_offsets=array_offsets,
+        sealed = SealedPart(
+            self, self._stack, self._writer, self._pending, self.path, array_offsets
         )
+        sealed.rows, sealed.seq = self.rows, self.seq
+        sealed.index_range, sealed.dataloaders = self._index_range, sorted(self._dataloaders)
         self.seq += 1
         self.rows, self.bytes_written = 0, 0
+        self._stack, self._writer, self._pending, self._pending_bytes = None, None, [], 0
         self._index_range, self._dataloaders = (np.iinfo(np.int64).max, -1), set()
-        return entry
+        return sealed
 
     def abort(self) -> None:
         """Drop the open part; its temporary file is removed."""
-        if self._stack is not None:
-            with contextlib.suppress(Exception):
-                self._stack.__exit__(RuntimeError, RuntimeError("write aborted"), None)
+        _discard(self._stack)
         self._stack, self._writer, self._pending = None, None, []
+
+
+class SealedPart:
+    """A part that takes no more rows: finishing it writes what is pending and renames it into place."""
+
+    rows: int
+    seq: int
+    index_range: tuple[int, int]
+    dataloaders: list[int]
+
+    def __init__(
+        self,
+        owner: PartWriter,
+        stack: contextlib.ExitStack | None,
+        writer: pq.ParquetWriter | None,
+        pending: list[pa.RecordBatch],
+        path: str,
+        array_offsets: dict[str, int],
+    ) -> None:
+        self._owner, self._stack, self._writer, self._pending = owner, stack, writer, pending
+        self.path, self.array_offsets = path, array_offsets
+
+    def finish(self) -> PartEntry:
+        owner = self._owner
+        try:
+            if self._pending:
+                if self._writer is None:
+                    self._stack, self._writer = owner.open_file(self.path)
+                table = pa.Table.from_batches(self._pending, owner.arrow_schema)
+                self._writer.write_table(table, row_group_size=max(1, table.num_rows))
+            assert self._stack is not None
+            self._stack.close()  # closes the Parquet writer, then renames the file into place
+        except BaseException:
+            _discard(self._stack)
+            raise
+        return PartEntry(
+            path=self.path,
+            write_id=owner.write_id,
+            rank=owner.rank,
+            seq=self.seq,
+            rows=self.rows,
+            bytes=owner.fs.size(self.path),
+            dataloaders=self.dataloaders,
+            index_min=self.index_range[0],
+            index_max=self.index_range[1],
+            array_offsets=self.array_offsets,
+        )
+
+
+def _discard(stack: contextlib.ExitStack | None) -> None:
+    if stack is not None:
+        with contextlib.suppress(Exception):
+            stack.__exit__(RuntimeError, RuntimeError("part discarded"), None)
 
 
 def to_arrow(spec: KeySchema, column: Column) -> pa.Array:

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
 from typing import Any
 
 import msgspec
+import numpy as np
 import pyarrow as pa
 
-from predstore.errors import InvalidBatchError, SchemaError, StoreExistsError
-from predstore.format import layout
+from predstore.errors import InvalidBatchError, PredstoreError, SchemaError, StoreExistsError
+from predstore.format import dtypes, layout
 from predstore.format.commit import finalize, save_rank_manifest
 from predstore.format.fs import FileSystem, LocalFileSystem
 from predstore.format.manifest import (
@@ -28,10 +31,10 @@ from predstore.format.manifest import (
 )
 from predstore.format.schema import KeySchema, Schema, offset_column, shape_column
 from predstore.write import codecs
-from predstore.write.arrays import FixedArrayWriter, RaggedArrayWriter, pow2_floor
-from predstore.write.batch import Batch, normalize
+from predstore.write.arrays import FixedArrayWriter, RaggedArrayWriter, ShardWrite, pow2_floor
+from predstore.write.batch import Batch, Column, normalize
 from predstore.write.keys import KeyRules, KeysArg, conform, infer
-from predstore.write.parts import PartWriter
+from predstore.write.parts import PartWriter, SealedPart
 from predstore.write.plan import plan_write
 
 MiB = 1 << 20
@@ -64,6 +67,12 @@ class StoreWriter:
     reaches ``part_bytes``, every ``commit_interval`` seconds, and on close.
     Memory stays bounded by these sizes whatever the number of rows.
 
+    With ``background=True`` (the default), compressing and writing a part's
+    shards, closing the part and recording it in the rank manifest happen on
+    a commit thread while the next part fills; at most one commit is in
+    flight, so memory holds at most two shards per key. An error on that
+    thread is raised by the next call, with its original traceback.
+
     With ``world_size == 1``, :meth:`close` commits the store manifest. With
     several ranks, every rank writes with the same ``write_id`` and closes,
     then one process calls :func:`predstore.finalize`.
@@ -91,6 +100,7 @@ class StoreWriter:
         part_bytes: int = 512 * MiB,
         commit_interval: float | None = 300.0,
         durable: bool = False,
+        background: bool = True,
         expected: Mapping[int, int] | None = None,
         index_source: str | None = None,
         provenance: Mapping[str, Any] | None = None,
@@ -138,6 +148,14 @@ class StoreWriter:
         self._committed: list[PartEntry] = []
         self._last_commit = time.monotonic()
         self._closed = False
+        self._error: BaseException | None = None
+        self._inflight: Future[None] | None = None
+        self._pool = (
+            ThreadPoolExecutor(1, thread_name_prefix="predstore-commit") if background else None
+        )
+        self._encoders = ThreadPoolExecutor(
+            max(2, os.cpu_count() or 2), thread_name_prefix="predstore-encode"
+        )
         self.rows_skipped = 0
         self._save("open")
 
@@ -158,37 +176,55 @@ class StoreWriter:
         usable and everything written before is kept.
         """
         self._check_open()
+        if self._inflight is not None and self._inflight.done():
+            self._wait()  # an error on the commit thread surfaces at the next batch
         batch = normalize(
             outputs, indices, names=names, dataloader_idx=dataloader_idx, keep=self._rules.keep
         )
         batch = self._drop_committed(batch)
         if not len(batch):
             return
-        if self._schema is None:
-            self._start(self._infer(batch))
-        batch = self._conform(batch)
+        if self._parts is None:
+            self._schema = self._infer(batch)
+            try:
+                batch = self._conform(batch)
+            except PredstoreError:
+                self._schema = None  # the next batch is the first again
+                raise
+            self._start(self._schema, batch)
+        else:
+            batch = self._conform(batch)
         while len(batch):
             head = batch.slice(0, self._room())
             batch = batch.slice(len(head), len(batch))
             self._append(head)
             if self._commit_due():
-                self.commit()
+                self._commit_part()
 
     def set_expected(self, length: int, dataloader_idx: int = 0) -> None:
         """Record how many samples ``dataloader_idx`` has, for the coverage figures."""
         self._expected[int(dataloader_idx)] = int(length)
 
-    def commit(self) -> PartEntry | None:
-        """Commit the rows buffered so far as a part, and record it in the rank manifest."""
+    def commit(self) -> None:
+        """Commit the rows buffered so far as a part, and wait until the rank manifest records it."""
         self._check_open()
-        return self._commit_part()
+        self._commit_part()
+        self._wait()
 
     def close(self) -> StoreManifest | None:
         """Commit everything; with ``world_size == 1`` also commit the store manifest and return it."""
         if self._closed:
             return None
-        self._commit_part()
         self._closed = True
+        try:
+            self._commit_part()
+            self._wait()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self._save("failed")
+            raise
+        finally:
+            self._shutdown()
         self._save("closed")
         if self.world_size == 1:
             return finalize(self.fs, write_ids=[*self.plan.resumes, self.write_id])
@@ -200,10 +236,16 @@ class StoreWriter:
             return
         self._closed = True
         try:
+            with contextlib.suppress(
+                Exception
+            ):  # a commit that failed keeps what was committed before
+                self._wait()
             self._commit_part()
+            self._wait()
         finally:
             if self._parts is not None:
                 self._parts.abort()
+            self._shutdown()
             self._save("failed")
 
     def __enter__(self) -> StoreWriter:
@@ -240,6 +282,11 @@ class StoreWriter:
     def _check_open(self) -> None:
         if self._closed:
             raise InvalidBatchError(f"the writer of {self.path} (rank {self.rank}) is closed")
+        if self._error is not None:
+            raise PredstoreError(
+                f"the writer of {self.path} (rank {self.rank}) stopped after an error while "
+                f"committing: {self._error!r}; rows committed before it are kept"
+            ) from self._error
 
     def _drop_committed(self, batch: Batch) -> Batch:
         """Resume skips rows that are committed already; append refuses them."""
@@ -296,9 +343,8 @@ class StoreWriter:
         )
         self._schema = Schema(keys, names=names)
 
-    def _start(self, schema: Schema) -> None:
-        """Create the part writer and one array writer per Zarr key for ``schema``."""
-        self._schema = schema
+    def _start(self, schema: Schema, first: Batch) -> None:
+        """Create the part writer, and an array writer per Zarr key, for ``schema``."""
         self._parts = PartWriter(
             self.fs,
             write_id=self.write_id,
@@ -307,36 +353,36 @@ class StoreWriter:
             row_group_bytes=self._sizes["row_group_bytes"],
         )
         zarr_keys = {k: s for k, s in schema.keys.items() if s.storage == "zarr"}
-        fixed_bytes = [s.row_bytes for s in zarr_keys.values() if not s.ragged]
-        shard_rows = pow2_floor(self._sizes["shard_bytes"] / max([1, *fixed_bytes]))
+        # Every fixed-shape array shares one shard length, so a part that fills
+        # the largest key's shard fills every shard at once.
+        widest = max([1, *(s.row_bytes for s in zarr_keys.values() if not s.ragged)])
+        shard_rows = pow2_floor(self._sizes["shard_bytes"] / widest)
         for key, spec in zarr_keys.items():
-            self._arrays[key] = self._array_writer(key, spec, shard_rows)
+            self._arrays[key] = self._array_writer(key, spec, shard_rows, first.columns[key])
 
     def _array_writer(
-        self, key: str, spec: KeySchema, shard_rows: int
+        self, key: str, spec: KeySchema, shard_rows: int, first: Column
     ) -> FixedArrayWriter | RaggedArrayWriter:
-        itemsize = spec.row_bytes if not spec.ragged else 0
-        element = max(1, itemsize) if not spec.ragged else _itemsize(spec)
-        shard_len = (
-            shard_rows if not spec.ragged else pow2_floor(self._sizes["shard_bytes"] / element)
-        )
-        chunk_len = min(shard_len, pow2_floor(self._sizes["chunk_bytes"] / element))
+        itemsize = dtypes.get(spec.dtype).itemsize
+        # One position along the first axis: a row, or one element of a ragged key's flat array.
+        unit = itemsize if spec.ragged else max(1, spec.row_bytes)
+        shard_len = pow2_floor(self._sizes["shard_bytes"] / unit) if spec.ragged else shard_rows
         user = self._rules.spec(key)
         codec = user.codec or self._codec[0]
         level = user.level if user.level is not None else self._codec[1]
-        kwargs: dict[str, Any] = {
-            "path": layout.array(self.write_id, self.rank, key),
-            "key": key,
-            "schema": spec,
-            "write_id": self.write_id,
-            "rank": self.rank,
-            "shard_len": shard_len,
-            "chunk_len": chunk_len,
-            "compressors": codecs.compressors(codec, level, _itemsize(spec)),
-        }
-        if spec.ragged:
-            return RaggedArrayWriter(self.fs, **kwargs)
-        return FixedArrayWriter(self.fs, **kwargs)
+        writer = RaggedArrayWriter if spec.ragged else FixedArrayWriter
+        return writer(
+            self.fs,
+            path=layout.array(self.write_id, self.rank, key),
+            key=key,
+            schema=spec,
+            write_id=self.write_id,
+            rank=self.rank,
+            shard_len=shard_len,
+            chunk_len=min(shard_len, pow2_floor(self._sizes["chunk_bytes"] / unit)),
+            compressors=codecs.compressors(codec, level, itemsize, sample=_sample(first)),
+            pool=self._encoders,
+        )
 
     def _room(self) -> int:
         rooms = [w.room for w in self._arrays.values() if isinstance(w, FixedArrayWriter)]
@@ -349,12 +395,14 @@ class StoreWriter:
             column = batch.columns[key]
             if isinstance(writer, FixedArrayWriter):
                 writer.append(column.values)
-            else:
-                offsets, shapes = writer.append(column.rows())
-                hidden[offset_column(key)] = pa.array(offsets, pa.int64())
-                hidden[shape_column(key)] = pa.FixedSizeListArray.from_arrays(
-                    pa.array(shapes.reshape(-1), pa.int64()), shapes.shape[1]
-                )
+                continue
+            offsets, shapes, shards = writer.append(column.rows())
+            hidden[offset_column(key)] = pa.array(offsets, pa.int64())
+            hidden[shape_column(key)] = pa.FixedSizeListArray.from_arrays(
+                pa.array(shapes.reshape(-1), pa.int64()), shapes.shape[1]
+            )
+            if shards is not None:
+                self._submit(shards.run)
         self._parts.append(batch, hidden)
 
     def _commit_due(self) -> bool:
@@ -371,23 +419,63 @@ class StoreWriter:
         interval = self._commit_interval
         return interval is not None and time.monotonic() - self._last_commit >= interval
 
-    def _commit_part(self) -> PartEntry | None:
+    def _commit_part(self) -> None:
+        """Seal the open part and its arrays' rows; the commit thread writes and records them."""
         self._last_commit = time.monotonic()
         if self._parts is None or not self._parts.rows:
-            return None
-        offsets = {}
+            return
+        jobs: list[ShardWrite] = []
+        offsets: dict[str, int] = {}
         for key, writer in self._arrays.items():
             if isinstance(writer, FixedArrayWriter):
-                offsets[key] = writer.commit()
+                offsets[key], job = writer.seal()
             else:
-                writer.commit()
-        entry = self._parts.commit(offsets)
-        if entry is not None:
-            self._committed.append(entry)
-            self._save("open")
-        return entry
+                job = writer.seal()
+            jobs.extend([job] if job is not None else [])
+        part = self._parts.seal(offsets)
+        assert part is not None
+        self._submit(self._finish_part, jobs, part, self._schema, dict(self._expected))
 
-    def _save(self, state: RankState) -> None:
+    def _finish_part(
+        self,
+        jobs: list[ShardWrite],
+        part: SealedPart,
+        schema: Schema | None,
+        expected: dict[int, int],
+    ) -> None:
+        """On the commit thread: arrays first, then the part, then the rank manifest that commits them."""
+        for job in jobs:
+            job.run()
+        self._committed.append(part.finish())
+        self._save("open", schema, expected)
+
+    def _submit(self, job: Callable[..., None], *args: Any) -> None:
+        """Run ``job`` on the commit thread once the previous job is done (one in flight at most)."""
+        self._wait()
+        if self._pool is None:
+            job(*args)
+        else:
+            self._inflight = self._pool.submit(job, *args)
+
+    def _wait(self) -> None:
+        """Wait for the commit thread; an error it met is raised here, with its own traceback."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is None:
+            return
+        try:
+            inflight.result()
+        except BaseException as e:
+            self._error = e
+            raise
+
+    def _shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+        self._encoders.shutdown(wait=True)
+
+    def _save(
+        self, state: RankState, schema: Schema | None = None, expected: dict[int, int] | None = None
+    ) -> None:
         arrays: list[ArrayEntry] = [w.entry() for w in self._arrays.values()]
         save_rank_manifest(
             self.fs,
@@ -401,20 +489,25 @@ class StoreWriter:
                 state=state,
                 started_at=self._started_at,
                 updated_at=now(),
-                schema=self._schema,
+                schema=schema or self._schema,
                 parts=list(self._committed),
                 arrays=arrays,
-                expected=self._expected,
+                expected=self._expected if expected is None else expected,
                 index_source=self._index_source,
                 provenance=self._provenance,
             ),
         )
 
 
-def _itemsize(spec: KeySchema) -> int:
-    from predstore.format import dtypes
-
-    return dtypes.get(spec.dtype).itemsize
+def _sample(column: Column, limit: int = 1 << 20) -> bytes:
+    """Up to ``limit`` bytes of a column's values, for the codec to judge them by."""
+    rows = column.rows() if column.kind == "ragged" else [column.values]
+    data = b""
+    for row in rows:
+        data += np.ascontiguousarray(row).tobytes()[: limit - len(data)]
+        if len(data) >= limit:
+            break
+    return data
 
 
 def _check_rank(rank: int, world_size: int, write_id: str | None) -> None:

@@ -1,0 +1,1 @@
+"""predstore's benchmarks: each module measures one capability against its alternatives, in one run."""

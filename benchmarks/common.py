@@ -1,0 +1,187 @@
+"""What every benchmark shares: workloads, subprocess isolation, timing and reporting.
+
+Each measurement runs in a fresh subprocess, so its peak RSS is its own and
+no cache of one contender helps another. A figure is the median of the
+repetitions; ratios are always between figures of the same run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent
+WORK = ROOT / ".work"
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A prediction workload: per-sample arrays plus an int pred, a float prob and a string name."""
+
+    name: str
+    samples: int
+    batch: int
+    arrays: dict[str, tuple[tuple[int, ...], str]]
+
+    @property
+    def payload_per_sample(self) -> int:
+        arrays = sum(int(np.prod(s)) * np.dtype(d).itemsize for s, d in self.arrays.values())
+        return arrays + 8 + 4 + len("sample-0000000")
+
+    @property
+    def payload(self) -> int:
+        return self.payload_per_sample * self.samples
+
+
+def w1(samples: int = 50_000) -> Workload:
+    return Workload("W1 classify", samples, 256, {"logits": ((1000,), "float32")})
+
+
+def w2(samples: int = 400) -> Workload:
+    return Workload(
+        "W2 segment",
+        samples,
+        8,
+        {"mask": ((64, 64, 64), "uint8"), "probs": ((2, 64, 64, 64), "float16")},
+    )
+
+
+def w3(samples: int = 200_000) -> Workload:
+    return Workload("W3 embed", samples, 1024, {"embedding": ((384,), "float16")})
+
+
+def batches(workload: Workload, seed: int = 0) -> Iterator[dict[str, Any]]:
+    """The workload's batches as numpy, deterministic; arrays look like real predictions."""
+    rng = np.random.default_rng(seed)
+    for start in range(0, workload.samples, workload.batch):
+        n = min(workload.batch, workload.samples - start)
+        out: dict[str, Any] = {"index": np.arange(start, start + n)}
+        for key, (shape, dtype) in workload.arrays.items():
+            if np.dtype(dtype).kind == "u":  # masks: a few labelled blobs, mostly background
+                values = np.zeros((n, *shape), dtype)
+                values[:, : shape[0] // 4, : shape[1] // 3] = 1 + (np.arange(n) % 3).reshape(
+                    -1, *[1] * len(shape)
+                )
+            else:
+                values = rng.standard_normal((n, *shape), dtype=np.float32).astype(dtype)
+            out[key] = values
+        first = next(iter(workload.arrays))
+        flat = out[first].reshape(n, -1).astype(np.float32)
+        out["pred"] = flat.argmax(1).astype(np.int64)
+        out["prob"] = flat.max(1).astype(np.float32)
+        out["name"] = [f"sample-{i:07d}" for i in range(start, start + n)]
+        yield out
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def disk_usage(path: Path) -> tuple[int, int]:
+    """Bytes and number of files below ``path``."""
+    total = files = 0
+    for root, _, names in os.walk(path):
+        for name in names:
+            total += os.path.getsize(os.path.join(root, name))
+            files += 1
+    return total, files
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def warm_page_cache(megabytes: int) -> None:
+    """Write and delete ``megabytes`` of scratch files.
+
+    On a virtual machine the first pages the guest ever uses are far slower
+    to fill than recycled ones; without this, whichever contender runs first
+    pays for it.
+    """
+    WORK.mkdir(parents=True, exist_ok=True)
+    block = os.urandom(64 << 20)
+    paths = [WORK / f"warm-{i}" for i in range(max(1, megabytes // 64))]
+    for path in paths:
+        path.write_bytes(block)
+    for path in paths:
+        path.unlink()
+
+
+def import_libraries() -> None:
+    """Import what every contender uses before any timing starts (pyarrow imports pandas lazily)."""
+    import pandas  # noqa: F401
+    import pyarrow as pa
+
+    pa.array(["warm"])
+
+
+def run_isolated(module: str, args: list[str]) -> dict[str, Any]:
+    """Run ``python -m module args`` and return the JSON it prints last."""
+    os.sync()  # start every measurement with no dirty pages of the previous one
+    done = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT.parent,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{module} {' '.join(args)} failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per figure, the median over repetitions (non-numeric figures from the first run)."""
+    result = dict(runs[0])
+    for key, value in runs[0].items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            result[key] = statistics.median(r[key] for r in runs)
+    return result
+
+
+def machine() -> dict[str, Any]:
+    import importlib.metadata as md
+
+    versions = {}
+    for name in (
+        "predstore",
+        "torch",
+        "lightning",
+        "pyarrow",
+        "zarr",
+        "numcodecs",
+        "polars",
+        "numpy",
+    ):
+        with contextlib.suppress(md.PackageNotFoundError):
+            versions[name] = md.version(name)
+    return {
+        "date": time.strftime("%Y-%m-%d"),
+        "cpus": os.cpu_count(),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": versions,
+    }
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    """A Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
