@@ -39,6 +39,7 @@ from predstore.write.store_writer import StoreWriter
 
 if TYPE_CHECKING:
     from predstore.lightning.freezer import Freezer
+    from predstore.lightning.prediction_writer import PredictionWriter
     from predstore.lightning.registry_logger import RegistryLogger
 
 __version__ = "0.1.0"
@@ -46,6 +47,7 @@ __version__ = "0.1.0"
 # Lightning takes seconds to import: the callbacks load on first use, so that
 # `import predstore` and every `predstore` command stay fast.
 _LAZY = {
+    "PredictionWriter": "predstore.lightning.prediction_writer",
     "Freezer": "predstore.lightning.freezer",
     "RegistryLogger": "predstore.lightning.registry_logger",
 }
@@ -89,6 +91,7 @@ __all__ = [
     "InvalidBatchError",
     "KeySpec",
     "MissingRowsError",
+    "PredictionWriter",
     "PredstoreError",
     "QueryError",
     "RegistryError",

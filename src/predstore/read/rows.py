@@ -29,9 +29,9 @@ class RowIndex:
     def __init__(self, fs: FileSystem, manifest: StoreManifest) -> None:
         self._fs, self._parts = fs, manifest.parts
         dl, index = row_keys(fs, manifest.parts)
-        sizes = [p.rows for p in manifest.parts]
+        sizes = np.array([p.rows for p in manifest.parts], dtype=np.int64)
         part = np.repeat(np.arange(len(sizes), dtype=np.int32), sizes)
-        row = np.arange(len(dl), dtype=np.int64) - np.repeat(np.cumsum([0, *sizes[:-1]]), sizes)
+        row = np.arange(len(dl), dtype=np.int64) - np.repeat(np.cumsum(sizes) - sizes, sizes)
         order = np.lexsort((index, dl))  # stable: equal keys keep manifest order
         dl, index = dl[order], index[order]
         first = np.ones(len(order), dtype=bool)

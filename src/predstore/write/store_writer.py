@@ -205,6 +205,15 @@ class StoreWriter:
         """Record how many samples ``dataloader_idx`` has, for the coverage figures."""
         self._expected[int(dataloader_idx)] = int(length)
 
+    @property
+    def expected(self) -> dict[int, int]:
+        """The dataset length of each dataloader, where known."""
+        return dict(self._expected)
+
+    def set_index_source(self, source: str | None) -> None:
+        """Record where the rows' indices come from (``index_key``, ``batch_indices``, ...)."""
+        self._index_source = source
+
     def commit(self) -> None:
         """Commit the rows buffered so far as a part, and wait until the rank manifest records it."""
         self._check_open()

@@ -1,0 +1,320 @@
+"""PredictionWriter in a real single-process trainer.predict."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import ml_dtypes
+import pytest
+import torch
+from torch.utils.data import DataLoader, Subset
+
+import predstore
+from predict_support import Samples, StreamOfSamples, Teacher, close, expected_logits
+
+
+def trainer(**kwargs: Any) -> pl.Trainer:
+    options: dict[str, Any] = {
+        "accelerator": "cpu",
+        "devices": 1,
+        "logger": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+    }
+    options.update(kwargs)
+    return pl.Trainer(**options)
+
+
+def predict(
+    path: Path, loaders: Any, model: pl.LightningModule | None = None, **writer_args: Any
+) -> tuple[Any, predstore.PredictionWriter]:
+    writer = predstore.PredictionWriter(str(path), **writer_args)
+    result = trainer(callbacks=[writer]).predict(
+        model or Teacher(), loaders, return_predictions=writer_args.pop("_keep", True)
+    )
+    return result, writer
+
+
+def test_map_style_dataset_rows_match_the_model(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    _, writer = predict(path, DataLoader(Samples(23), batch_size=5), name_key="case")
+    store = predstore.open(path)
+    assert len(store) == 23 and store.indices().tolist() == list(range(23))
+    assert close(store.read("logits"), expected_logits(range(23)).numpy())
+    assert store.read("pred").tolist() == expected_logits(range(23)).argmax(1).tolist()
+    assert store.read("logits", names=["case-00007"]).shape == (1, 300)
+    assert (
+        store.schema.keys["logits"].storage == "zarr"
+        and store.schema.keys["pred"].storage == "parquet"
+    )
+    assert "case" not in store.keys() and "name" in store.scan().collect().columns
+    manifest = store.manifest
+    assert writer.manifest == manifest
+    assert manifest.writes[0].index_source == "batch_indices"
+    assert manifest.coverage[0].expected == 23 and manifest.coverage[0].missing == 0
+    provenance = manifest.writes[0].provenance
+    assert provenance["model_class"].endswith("Teacher") and provenance["world_size"] == 1
+
+
+def test_iterable_dataset_with_index_key(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    predict(
+        path,
+        DataLoader(StreamOfSamples(17), batch_size=4),
+        Teacher(with_index=True),
+        index_key="index",
+    )
+    store = predstore.open(path)
+    assert store.indices().tolist() == list(range(17))
+    assert close(store.read("logits", [16, 3]), expected_logits([16, 3]).numpy())
+    assert store.manifest.writes[0].index_source == "index_key"
+    assert "index" not in store.keys()
+
+
+def test_iterable_dataset_without_indices_is_numbered_by_position_with_a_warning(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s"
+    with pytest.warns(
+        UserWarning, match=r"numbered by position, rank \+ k \* world_size.*index_key"
+    ):
+        predict(path, DataLoader(StreamOfSamples(6), batch_size=4))
+    store = predstore.open(path)
+    assert store.indices().tolist() == list(range(6))
+    assert store.manifest.writes[0].index_source == "positional"
+
+
+def test_subset_rows_carry_root_dataset_indices(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    inner = Subset(Samples(40), list(range(10, 40)))
+    outer = Subset(inner, [0, 5, 29, 7])  # root indices 10, 15, 39, 17
+    predict(path, DataLoader(outer, batch_size=3), name_key="case")
+    store = predstore.open(path)
+    assert store.indices().tolist() == [10, 15, 17, 39]
+    assert store.rows.names(store.rows.locate([39])) == ["case-00039"]  # the name matches the index
+    assert close(store.read("logits", [39]), expected_logits([39]).numpy())
+    assert store.coverage[0].expected == 4 and store.coverage[0].missing == 0
+
+
+def test_two_predict_dataloaders(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    predict(path, [DataLoader(Samples(5), batch_size=2), DataLoader(Samples(3), batch_size=2)])
+    store = predstore.open(path)
+    assert store.indices(0).tolist() == [0, 1, 2, 3, 4] and store.indices(1).tolist() == [0, 1, 2]
+    assert close(store.read("logits", [2], dataloader_idx=1), expected_logits([2]).numpy())
+    assert sorted(store.coverage) == [0, 1]
+
+
+class IntNames(Teacher):
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> Any:
+        out = super().predict_step(batch, batch_idx)
+        out["case"] = batch["index"] * 10  # an int tensor as the name
+        return out
+
+
+def test_names_from_strings_and_from_integers(tmp_path: Path) -> None:
+    predict(tmp_path / "a", DataLoader(Samples(6), batch_size=4), name_key="case")
+    assert (
+        predstore.open(tmp_path / "a").read("pred", names=["case-00004"]).tolist()
+        == expected_logits([4]).argmax(1).tolist()
+    )
+    predict(tmp_path / "b", DataLoader(Samples(6), batch_size=4), IntNames(), name_key="case")
+    store = predstore.open(tmp_path / "b")
+    assert store.read("pred", names=["50"]).tolist() == expected_logits([5]).argmax(1).tolist()
+    assert "case" not in store.keys()
+
+
+def test_a_bare_tensor_is_stored_as_pred(tmp_path: Path) -> None:
+    predict(tmp_path / "s", DataLoader(Samples(7), batch_size=3), Teacher(output="tensor"))
+    store = predstore.open(tmp_path / "s")
+    assert store.keys() == ["pred"]
+    assert close(store.read("pred"), expected_logits(range(7)).numpy())
+
+
+@pytest.mark.parametrize("storage", ["parquet", "zarr"])
+def test_bfloat16_outputs_stay_bfloat16(tmp_path: Path, storage: str) -> None:
+    # 300 bfloat16 values are 600 bytes: Parquet by default, Zarr when asked.
+    predict(
+        tmp_path / "s",
+        DataLoader(Samples(9), batch_size=4),
+        Teacher(output="bf16"),
+        keys={"logits": storage},
+    )
+    store = predstore.open(tmp_path / "s")
+    assert store.schema.keys["logits"].storage == storage
+    assert store.read("logits").dtype == ml_dtypes.bfloat16
+    # The same batches as predict computed them, so rounding to bfloat16 agrees bit for bit.
+    want = torch.cat([expected_logits(range(s, min(s + 4, 9))) for s in range(0, 9, 4)]).to(
+        torch.bfloat16
+    )
+    assert torch.equal(
+        store.read("logits", as_torch=True).view(torch.int16), want.view(torch.int16)
+    )
+    if storage == "zarr":
+        (logits,) = [a for a in store.manifest.arrays if a.key == "logits"]
+        assert logits.zarr_dtype == "uint16" and logits.payload_bytes == 9 * 300 * 2
+
+
+def test_bf16_true_precision(tmp_path: Path) -> None:
+    writer = predstore.PredictionWriter(str(tmp_path / "s"))
+    trainer(callbacks=[writer], precision="bf16-true").predict(
+        Teacher(), DataLoader(Samples(5), batch_size=2)
+    )
+    store = predstore.open(tmp_path / "s")
+    assert store.schema.keys["logits"].dtype == "bfloat16"
+    assert store.read("logits", as_torch=True).dtype == torch.bfloat16
+
+
+def test_ragged_per_sample_outputs(tmp_path: Path) -> None:
+    predict(tmp_path / "s", DataLoader(Samples(12), batch_size=5), Teacher(output="ragged"))
+    store = predstore.open(tmp_path / "s")
+    tops = store.read("top")
+    assert [len(t) for t in tops] == [i % 5 + 1 for i in range(12)]
+    assert close(tops[7], expected_logits([7])[0, :3].numpy())
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_return_predictions_is_untouched(tmp_path: Path, keep: bool) -> None:
+    writer = predstore.PredictionWriter(str(tmp_path / "s"))
+    result = trainer(callbacks=[writer]).predict(
+        Teacher(), DataLoader(Samples(7), batch_size=3), return_predictions=keep
+    )
+    if keep:
+        assert result is not None and len(result) == 3 and set(result[0]) >= {"logits", "case"}
+    else:
+        assert result is None
+    assert len(predstore.open(tmp_path / "s")) == 7
+
+
+def test_a_large_run_that_keeps_predictions_warns_once(tmp_path: Path) -> None:
+    writer = predstore.PredictionWriter(str(tmp_path / "s"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer(callbacks=[writer]).predict(
+            Teacher(), DataLoader(Samples(10_000), batch_size=2_500)
+        )
+    messages = [str(w.message) for w in caught if "keeps every output in memory" in str(w.message)]
+    assert len(messages) == 1 and "return_predictions=False" in messages[0]
+
+
+def test_a_failing_predict_step_keeps_committed_rows(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    writer = predstore.PredictionWriter(str(path), name_key="case")
+    with pytest.raises(RuntimeError, match="predict_step failed at batch 4"):
+        trainer(callbacks=[writer]).predict(
+            Teacher(fail_at=4), DataLoader(Samples(30), batch_size=3)
+        )
+    with pytest.raises(predstore.StoreNotCommittedError, match="predstore finalize"):
+        predstore.open(path)
+    predstore.finalize(str(path))
+    store = predstore.open(path)
+    assert store.indices().tolist() == list(range(12))  # batches 0-3
+    assert close(store.read("logits"), expected_logits(range(12)).numpy())
+    assert store.manifest.writes[0].ranks == {0: "failed"}
+
+
+class ChangesShape(Teacher):
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> Any:
+        out = super().predict_step(batch, batch_idx)
+        if batch_idx == 2:
+            out["logits"] = out["logits"][:, :10]
+        return out
+
+
+def test_an_error_in_the_background_surfaces_with_its_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    writer = predstore.PredictionWriter(str(path))
+    with pytest.raises(predstore.SchemaError, match=r"key 'logits' changed shape") as raised:
+        trainer(callbacks=[writer]).predict(ChangesShape(), DataLoader(Samples(30), batch_size=3))
+    assert any(
+        "keys.py" in str(entry.path) for entry in raised.traceback
+    )  # raised where it happened
+    predstore.finalize(str(path))
+    assert predstore.open(path).indices().tolist() == list(range(6))
+
+
+def test_mode_error_refuses_before_predicting(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    predict(path, DataLoader(Samples(4), batch_size=2))
+    model = Teacher(fail_at=0)  # would fail if predict ran
+    with pytest.raises(predstore.StoreExistsError, match="already holds a committed store"):
+        predict(path, DataLoader(Samples(4), batch_size=2), model)
+    _, writer = predict(path, DataLoader(Samples(6), batch_size=2), mode="overwrite")
+    assert (
+        len(predstore.open(path)) == 6
+        and writer.manifest is not None
+        and writer.manifest.generation == 2
+    )
+
+
+def test_append_another_split(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    predict(path, DataLoader(Subset(Samples(20), range(10)), batch_size=4))
+    predict(path, DataLoader(Subset(Samples(20), range(10, 20)), batch_size=4), mode="append")
+    store = predstore.open(path)
+    assert store.indices().tolist() == list(range(20)) and len(store.manifest.writes) == 2
+
+
+def test_the_run_registry_learns_which_store_was_written(tmp_path: Path) -> None:
+    logger = predstore.RegistryLogger(str(tmp_path / "runs"), name="predict")
+    writer = predstore.PredictionWriter(str(tmp_path / "s"))
+    trainer(callbacks=[writer], logger=logger).predict(
+        Teacher(), DataLoader(Samples(8), batch_size=3)
+    )
+    sidecar = json.loads((Path(logger.log_dir) / "sidecar.json").read_text())
+    (entry,) = sidecar["stores"]
+    manifest = predstore.open(tmp_path / "s").manifest
+    assert Path(entry["path"]) == tmp_path / "s"
+    assert entry["rows"] == 8 and entry["write_id"] == manifest.writes[0].write_id
+    assert entry["committed_at"] == manifest.committed_at
+
+
+def test_keys_and_codecs_are_configurable(tmp_path: Path) -> None:
+    predict(
+        tmp_path / "s",
+        DataLoader(Samples(6), batch_size=3),
+        keys={"prob": "skip", "logits": {"codec": "zstd", "level": 3}},
+    )
+    store = predstore.open(tmp_path / "s")
+    assert "prob" not in store.keys()
+    (logits,) = [a for a in store.manifest.arrays if a.key == "logits"]
+    assert logits.codecs[0]["configuration"]["codecs"][1] == {
+        "name": "zstd",
+        "configuration": {"level": 3, "checksum": False},
+    }
+
+
+def test_configured_from_yaml_with_lightning_cli(tmp_path: Path) -> None:
+    from lightning.pytorch.cli import LightningCLI
+
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"""
+trainer:
+  accelerator: cpu
+  devices: 1
+  logger: false
+  enable_progress_bar: false
+  callbacks:
+    - class_path: predstore.PredictionWriter
+      init_args:
+        path: {tmp_path / "s"}
+        name_key: case
+        mode: overwrite
+        keys:
+          prob: skip
+        shard_bytes: 1048576
+"""
+    )
+    cli = LightningCLI(
+        Teacher, run=False, args=["--config", str(config)], save_config_callback=None
+    )
+    (writer,) = [c for c in cli.trainer.callbacks if isinstance(c, predstore.PredictionWriter)]
+    assert writer.name_key == "case" and writer.mode == "overwrite"
+    cli.trainer.predict(cli.model, DataLoader(Samples(5), batch_size=2))
+    store = predstore.open(tmp_path / "s")
+    assert len(store) == 5 and "prob" not in store.keys()
