@@ -175,9 +175,9 @@ def check_reads(
                 assert list(got) == expected
             elif key.kind == "python":
                 assert np.ma.getmaskarray(got).tolist() == [v is None for v in expected]
-                assert [g for g, v in zip(got.tolist(), expected, strict=False) if v is not None] == [
-                    v for v in expected if v is not None
-                ]
+                assert [
+                    g for g, v in zip(got.tolist(), expected, strict=False) if v is not None
+                ] == [v for v in expected if v is not None]
             elif key.kind.startswith("ragged"):
                 assert len(got) == len(expected)
                 for g, e in zip(got, expected, strict=False):
