@@ -71,41 +71,27 @@ def info(
             str(dl), _n(c.expected), _n(c.written), _n(c.unique), _n(c.duplicates), _n(c.missing)
         )
     console.print(cover)
-    writes = _table(
-        "write",
-        "mode",
-        "world size",
-        "rows",
-        "ranks",
-        "index source",
-        "started",
-        "ended",
-        title="Writes",
-    )
+    console.print("[bold]Writes[/]")
     for w in m.writes:
-        ranks = ", ".join(f"{r}:{s}" for r, s in sorted(w.ranks.items()))
-        writes.add_row(
-            w.write_id,
-            w.mode,
-            str(w.world_size),
-            _n(w.rows),
-            ranks,
-            w.index_source or "",
-            w.started_at,
-            w.ended_at,
+        ranks = ", ".join(f"{r} {state}" for r, state in sorted(w.ranks.items()))
+        console.print(
+            f"  {w.write_id}  {w.mode}, {w.rows:,} rows, indices from {w.index_source or 'the caller'}\n"
+            f"    {w.world_size} rank(s): {ranks}; {w.started_at} to {w.ended_at}",
+            highlight=False,
         )
-    console.print(writes)
+        details = {
+            k: v
+            for k, v in w.provenance.items()
+            if k not in ("pid", "world_size") and v is not None
+        }
+        if details:
+            console.print(
+                "    " + ", ".join(f"{k} {v}" for k, v in details.items()), highlight=False
+            )
     libraries = m.provenance.get("libraries", {})
     console.print(
-        "Provenance: " + ", ".join(f"{k} {v}" for k, v in libraries.items()), highlight=False
+        "Libraries: " + ", ".join(f"{k} {v}" for k, v in libraries.items()), highlight=False
     )
-    for w in m.writes:
-        extra = {k: v for k, v in w.provenance.items() if k not in ("pid",)}
-        if extra:
-            console.print(
-                f"  {w.write_id}: " + ", ".join(f"{k}={v}" for k, v in extra.items()),
-                highlight=False,
-            )
 
 
 def verify(

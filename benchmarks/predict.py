@@ -1,0 +1,233 @@
+"""trainer.predict on W1 with a trivial model: no writer, PredictionWriter, a per-sample
+torch.save writer callback, and a callback streaming the same batches to a plain pyarrow
+ParquetWriter, in one run; then with a model that waits 20 ms per batch (as a GPU
+leaves the CPU idle); then peak RSS of PredictionWriter at 10,000 and 100,000 samples.
+
+    python -m benchmarks.predict [--samples 50000] [--reps 3]
+
+Overhead of a writer = (predict time with it) - (predict time without any writer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import (
+    WORK,
+    disk_usage,
+    import_libraries,
+    machine,
+    median_of,
+    peak_rss_mb,
+    run_isolated,
+    table,
+    w1,
+    warm_page_cache,
+)
+
+WRITERS = ("none", "predstore", "parquet", "torch_save")
+
+
+def _setup(samples: int, sleep: float) -> tuple[Any, Any, Any]:
+    import lightning.pytorch as pl
+    import torch
+    from torch.utils.data import DataLoader, Dataset
+
+    workload = w1(samples)
+    logits = torch.from_numpy(
+        np.random.default_rng(0).standard_normal((samples, 1000), dtype=np.float32)
+    )
+
+    class Rows(Dataset):
+        """Precomputed logits; __getitems__ hands out a whole batch at once (no per-sample collate)."""
+
+        def __len__(self) -> int:
+            return samples
+
+        def __getitems__(self, indices: list[int]) -> dict[str, Any]:
+            index = torch.as_tensor(indices)
+            return {"index": index, "logits": logits[index]}
+
+    class Trivial(pl.LightningModule):
+        def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+            if sleep:
+                time.sleep(sleep)
+            out = batch["logits"]
+            prob, pred = out.softmax(1).max(1)
+            names = [f"sample-{i:07d}" for i in batch["index"].tolist()]
+            return {"logits": out, "pred": pred, "prob": prob, "name": names}
+
+    loader = DataLoader(Rows(), batch_size=workload.batch, collate_fn=lambda b: b)
+    return workload, Trivial(), loader
+
+
+def _callback(writer: str, out: Path) -> Any:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import torch
+    from lightning.pytorch.callbacks import BasePredictionWriter
+
+    import predstore
+
+    if writer == "predstore":
+        return predstore.PredictionWriter(str(out), name_key="name")
+
+    class TorchSaveWriter(BasePredictionWriter):
+        """The loose-file writer: one torch.save per sample, named by its index."""
+
+        def __init__(self) -> None:
+            super().__init__("batch")
+            out.mkdir(parents=True)
+
+        def write_on_batch_end(
+            self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx
+        ):  # type: ignore[no-untyped-def]
+            for i, index in enumerate(batch_indices):
+                sample = {
+                    "logits": prediction["logits"][i].clone(),
+                    "pred": prediction["pred"][i].clone(),
+                    "prob": prediction["prob"][i].clone(),
+                    "name": prediction["name"][i],
+                }
+                torch.save(sample, out / f"{index}.pt")
+
+    class ParquetStreamWriter(BasePredictionWriter):
+        """The floor: the same batches as row groups of one Parquet file (no index, arrays, commit)."""
+
+        def __init__(self) -> None:
+            super().__init__("batch")
+            out.mkdir(parents=True)
+            self.writer: Any = None
+
+        def write_on_batch_end(
+            self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx
+        ):  # type: ignore[no-untyped-def]
+            logits = prediction["logits"].numpy()
+            table = pa.table(
+                {
+                    "logits": pa.FixedSizeListArray.from_arrays(
+                        pa.array(logits.reshape(-1)), logits.shape[1]
+                    ),
+                    "pred": prediction["pred"].numpy(),
+                    "prob": prediction["prob"].numpy(),
+                    "name": prediction["name"],
+                }
+            )
+            self.writer = self.writer or pq.ParquetWriter(
+                out / "floor.parquet", table.schema, use_dictionary=["name"]
+            )
+            self.writer.write_table(table)
+
+        def on_predict_end(self, trainer, pl_module):  # type: ignore[no-untyped-def]
+            self.writer.close()
+
+    return TorchSaveWriter() if writer == "torch_save" else ParquetStreamWriter()
+
+
+def measure(writer: str, samples: int, sleep: float) -> dict[str, Any]:
+    import lightning.pytorch as pl
+
+    import_libraries()
+    workload, model, loader = _setup(samples, sleep)
+    out = WORK / f"predict-{writer}"
+    shutil.rmtree(out, ignore_errors=True)
+    callbacks = [] if writer == "none" else [_callback(writer, out)]
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+    )
+    start = time.perf_counter()
+    trainer.predict(model, loader, return_predictions=False)
+    seconds = time.perf_counter() - start
+    size, files = disk_usage(out) if out.exists() else (0, 0)
+    if writer == "predstore":
+        import predstore
+
+        assert len(predstore.open(out)) == samples  # a fast wrong answer never wins
+    shutil.rmtree(out, ignore_errors=True)
+    return {
+        "seconds": seconds,
+        "samples_per_s": samples / seconds,
+        "peak_rss_mb": peak_rss_mb(),
+        "disk_mb": size / 1e6,
+        "files": files,
+        "payload_mb": workload.payload / 1e6,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--samples", type=int, default=50_000)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument(
+        "--run", nargs=3, metavar=("WRITER", "SAMPLES", "SLEEP"), help=argparse.SUPPRESS
+    )
+    args = parser.parse_args()
+    if args.run:
+        writer, samples, sleep = args.run
+        print(json.dumps(measure(writer, int(samples), float(sleep))))
+        return
+    warm_page_cache(3 * w1(args.samples).payload >> 20)
+    plans = {f"{w}": (w, args.samples, 0.0) for w in WRITERS}
+    plans |= {f"{w}+sleep": (w, args.samples, 0.02) for w in ("none", "predstore")}
+    plans |= {f"predstore@{n}": ("predstore", n, 0.0) for n in (10_000, 100_000)}
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in plans}
+    for _ in range(args.reps):
+        for name, (writer, samples, sleep) in plans.items():
+            runs[name].append(
+                run_isolated("benchmarks.predict", ["--run", writer, str(samples), str(sleep)])
+            )
+            print(f"{name}: {json.dumps(runs[name][-1])}", file=sys.stderr)
+    print(report({name: median_of(r) for name, r in runs.items()}, args.samples))
+
+
+def report(r: dict[str, dict[str, Any]], samples: int) -> str:
+    base = r["none"]["seconds"]
+    overhead = {w: r[w]["seconds"] - base for w in WRITERS if w != "none"}
+    rows = [
+        [
+            name,
+            f"{v['seconds']:.2f}",
+            f"{v['samples_per_s']:,.0f}",
+            f"{v['seconds'] - (r['none+sleep']['seconds'] if 'sleep' in name else base):+.2f}"
+            if not name.startswith("predstore@")
+            else "",
+            f"{v['peak_rss_mb']:,.0f}",
+            f"{v['files']:,}",
+        ]
+        for name, v in r.items()
+    ]
+    sleep_added = (r["predstore+sleep"]["seconds"] - r["none+sleep"]["seconds"]) / r["none+sleep"][
+        "seconds"
+    ]
+    rss_growth = r["predstore@100000"]["peak_rss_mb"] / r["predstore@10000"]["peak_rss_mb"] - 1
+    lines = [
+        f"trainer.predict on W1 ({samples:,} x float32[1000] + pred, prob, name; batch 256), trivial model; medians; {machine()['date']}, {machine()['cpus']} cores",
+        "",
+        table(rows, ["run", "predict s", "samples/s", "writer overhead s", "peak RSS MB", "files"]),
+        "",
+        f"- predict with PredictionWriter / without: {r['predstore']['seconds'] / base:.2f}x",
+        f"- PredictionWriter overhead vs per-sample torch.save writer: {overhead['torch_save'] / max(overhead['predstore'], 1e-9):.0f}x smaller (bar: >= 50x)",
+        f"- PredictionWriter overhead / ParquetWriter callback overhead: {overhead['predstore'] / max(overhead['parquet'], 1e-9):.2f}x (bar: <= 1.5x)",
+        f"- with 20 ms per batch of waiting, the writer adds {sleep_added:.1%} to wall time (bar: <= 10%)",
+        f"- peak RSS 10,000 -> 100,000 samples: {rss_growth:+.1%} (bar: < 10%)",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
