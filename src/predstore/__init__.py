@@ -22,6 +22,7 @@ from predstore.errors import (
     FormatVersionError,
     InvalidBatchError,
     MissingRowsError,
+    OutOfRangeError,
     PredstoreError,
     QueryError,
     RegistryError,
@@ -31,25 +32,31 @@ from predstore.errors import (
     UnknownKeyError,
     UnknownRunError,
 )
+from predstore.format.commit import RETENTION
 from predstore.format.fs import LocalFileSystem
 from predstore.format.manifest import StoreManifest
 from predstore.read.store import Store, open
 from predstore.write.keys import KeySpec
+from predstore.write.pending import pending
 from predstore.write.store_writer import StoreWriter
 
 if TYPE_CHECKING:
     from predstore.lightning.freezer import Freezer
     from predstore.lightning.prediction_writer import PredictionWriter
     from predstore.lightning.registry_logger import RegistryLogger
+    from predstore.read.dataset import PredictionDataset
+    from predstore.read.sequential import SequentialPredictionDataset
 
 __version__ = "0.1.0"
 
-# Lightning takes seconds to import: the callbacks load on first use, so that
-# `import predstore` and every `predstore` command stay fast.
+# Lightning and torch take seconds to import: the callbacks and the datasets load on first
+# use, so that `import predstore` and every `predstore` command stay fast.
 _LAZY = {
     "PredictionWriter": "predstore.lightning.prediction_writer",
     "Freezer": "predstore.lightning.freezer",
     "RegistryLogger": "predstore.lightning.registry_logger",
+    "PredictionDataset": "predstore.read.dataset",
+    "SequentialPredictionDataset": "predstore.read.sequential",
 }
 
 
@@ -62,7 +69,7 @@ def __getattr__(name: str) -> object:
     return value
 
 
-def finalize(path: str | os.PathLike[str]) -> StoreManifest:
+def finalize(path: str | os.PathLike[str], *, retention: float = RETENTION) -> StoreManifest:
     """Commit the rows that the ranks of unfinished writes at ``path`` committed.
 
     Example::
@@ -73,11 +80,28 @@ def finalize(path: str | os.PathLike[str]) -> StoreManifest:
         print(manifest.rows, manifest.coverage)
 
     Returns the store manifest; a store with nothing left to finalize is
-    returned as it is.
+    returned as it is. Only finalize a store whose writers have stopped.
     """
     from predstore.format.commit import finalize as _finalize
 
-    return _finalize(LocalFileSystem(path))
+    return _finalize(LocalFileSystem(path), retention=retention)
+
+
+def vacuum(path: str | os.PathLike[str], *, retention: float = RETENTION) -> list[str]:
+    """Delete the files no reader needs any more; return the write ids deleted.
+
+    Example::
+
+        import predstore
+
+        predstore.vacuum("preds.pstore", retention=0)  # no reader holds the replaced store
+
+    Those are writes an overwrite replaced more than ``retention`` seconds ago,
+    and unfinished writes a later commit superseded, untouched as long.
+    """
+    from predstore.format.commit import vacuum as _vacuum
+
+    return _vacuum(LocalFileSystem(path), retention=retention)
 
 
 __all__ = [
@@ -91,12 +115,15 @@ __all__ = [
     "InvalidBatchError",
     "KeySpec",
     "MissingRowsError",
+    "OutOfRangeError",
+    "PredictionDataset",
     "PredictionWriter",
     "PredstoreError",
     "QueryError",
     "RegistryError",
     "RegistryLogger",
     "SchemaError",
+    "SequentialPredictionDataset",
     "Store",
     "StoreExistsError",
     "StoreNotCommittedError",
@@ -106,4 +133,6 @@ __all__ = [
     "__version__",
     "finalize",
     "open",
+    "pending",
+    "vacuum",
 ]

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -85,13 +86,52 @@ def test_two_committers_of_one_generation_conflict(tmp_path: Path) -> None:
         commit(fs, current)
 
 
-def test_overwrite_removes_the_old_write_after_its_commit(tmp_path: Path) -> None:
+def test_overwrite_keeps_the_old_files_for_readers_until_the_retention_ends(tmp_path: Path) -> None:
     path = tmp_path / "s"
     old = write_ranks(path, [[0, 1, 2]])
+    reader = predstore.open(path)  # a reader that opened generation 1
     new = write_ranks(path, [[5, 6]], mode="overwrite")
+    assert_rows(reader, [0, 1, 2])  # still reads the store it opened
+    store = predstore.open(path)
+    assert_rows(store, [5, 6])
+    assert [r.write_id for r in store.manifest.retired] == [old]
+    assert sorted(os.listdir(path / "writes")) == sorted([old, new])
+
+
+def test_retired_files_go_at_the_first_commit_after_the_retention(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    old = write_ranks(path, [[0, 1]])
+    write_ranks(path, [[5, 6]], mode="overwrite", retention=0.2)
+    assert old in os.listdir(path / "writes")
+    time.sleep(0.3)
+    write_ranks(path, [[7]], mode="append", retention=0.2)
+    assert old not in os.listdir(path / "writes")
+    store = predstore.open(path)
+    assert store.manifest.retired == [] and store.manifest.generation == 3
+    assert_rows(store, [5, 6, 7])
+
+
+def test_retention_zero_removes_the_old_write_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    old = write_ranks(path, [[0, 1, 2]])
+    new = write_ranks(path, [[5, 6]], mode="overwrite", retention=0)
     assert sorted(os.listdir(path / "writes")) == [new]
     store = predstore.open(path)
-    assert store.manifest.generation == 2 and old not in {w.write_id for w in store.manifest.writes}
+    assert old not in {w.write_id for w in store.manifest.writes} and store.manifest.retired == []
+
+
+def test_vacuum_deletes_retired_and_superseded_writes(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    old = write_ranks(path, [[0, 1]])
+    stale = layout.new_write_id()
+    with predstore.StoreWriter(path, rank=0, world_size=2, write_id=stale, mode="append") as w:
+        w.write(batch([9]), [9])
+    new = write_ranks(path, [[5, 6]], mode="overwrite")
+    assert predstore.vacuum(path) == []  # within the retention: nothing goes
+    assert sorted(predstore.vacuum(path, retention=0)) == sorted([old, stale])
+    assert os.listdir(path / "writes") == [new]
+    store = predstore.open(path)
+    assert store.manifest.retired == [] and store.manifest.generation == 3
     assert_rows(store, [5, 6])
 
 

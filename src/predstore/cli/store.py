@@ -22,7 +22,7 @@ StorePath = Annotated[Path, typer.Argument(help="The store directory.", show_def
 
 
 def register(app: typer.Typer) -> None:
-    for command in (info, verify, finalize, export):
+    for command in (info, verify, finalize, vacuum, export):
         app.command()(command)
 
 
@@ -143,6 +143,24 @@ def finalize(path: StorePath) -> None:
             f"{c.duplicates} duplicates, {_n(c.missing)} missing",
             highlight=False,
         )
+
+
+def vacuum(
+    path: StorePath,
+    retention: Annotated[
+        float,
+        typer.Option(help="Keep files replaced less than this many seconds ago (for readers)."),
+    ] = 600.0,
+) -> None:
+    """Delete writes that an overwrite replaced, and superseded unfinished writes, once no reader needs them."""
+    import predstore
+
+    with _friendly_errors():
+        deleted = predstore.vacuum(path, retention=retention)
+    console.print(
+        f"deleted {len(deleted)} write(s)" + (f": {', '.join(deleted)}" if deleted else ""),
+        highlight=False,
+    )
 
 
 def export(

@@ -17,11 +17,14 @@ does after the barrier at the end of ``trainer.predict``, and what
 from __future__ import annotations
 
 import contextlib
+import datetime as _dt
 import importlib.metadata
 import platform
 import re
 import uuid
 from collections.abc import Iterable, Sequence
+
+import msgspec
 
 from predstore.errors import CommitConflictError, StoreNotCommittedError
 from predstore.format import layout
@@ -29,6 +32,7 @@ from predstore.format.coverage import coverage, row_keys
 from predstore.format.fs import TEMP_MARKER, FileSystem
 from predstore.format.manifest import (
     RankManifest,
+    RetiredWrite,
     StoreManifest,
     WriteEntry,
     decode,
@@ -104,7 +108,13 @@ def pending_writes(fs: FileSystem, base: StoreManifest | None) -> dict[str, list
     return found
 
 
-def finalize(fs: FileSystem, *, write_ids: Sequence[str] | None = None) -> StoreManifest:
+RETENTION = 600.0
+"""Seconds the files of a replaced store stay readable for readers that opened it before."""
+
+
+def finalize(
+    fs: FileSystem, *, write_ids: Sequence[str] | None = None, retention: float = RETENTION
+) -> StoreManifest:
     """Commit the next generation of the store from the rank manifests of unfinished writes.
 
     With ``write_ids``, exactly those writes are committed; they must have
@@ -112,6 +122,10 @@ def finalize(fs: FileSystem, *, write_ids: Sequence[str] | None = None) -> Store
     started from the current generation is committed; writes that started
     from an older generation were superseded and are left alone. Returns the
     committed manifest (the current one if the writes were already committed).
+
+    Writes that an overwrite replaced are retired, not deleted: a reader that
+    opened the store before keeps reading them for ``retention`` seconds; the
+    first commit after that (or :func:`vacuum`) deletes them.
     """
     base = committed(fs)
     generation = base.generation if base else 0
@@ -140,12 +154,53 @@ def finalize(fs: FileSystem, *, write_ids: Sequence[str] | None = None) -> Store
         raise StoreNotCommittedError(
             f"{fs.root} holds no committed store and no unfinished write to finalize"
         )
-    manifest = _next_manifest(fs, base, _in_start_order(chosen))
+    manifest, expired = _without_expired(
+        _next_manifest(fs, base, _in_start_order(chosen)), retention
+    )
     commit(fs, manifest)
-    if base is not None:
-        kept = {w.write_id for w in manifest.writes}
-        _remove_writes(fs, (w.write_id for w in base.writes if w.write_id not in kept))
+    _remove_writes(fs, expired)
     return manifest
+
+
+def vacuum(fs: FileSystem, *, retention: float = RETENTION) -> list[str]:
+    """Delete what no reader needs any more; return the write ids deleted.
+
+    That is: writes replaced by an overwrite more than ``retention`` seconds
+    ago (a new generation, without them, is committed first), and unfinished
+    writes that a later commit superseded, untouched for ``retention`` seconds.
+    """
+    base = committed(fs)
+    deleted: list[str] = []
+    if base is not None and base.retired:
+        pruned, expired = _without_expired(base, retention)
+        if expired:
+            stamp = now()
+            commit(
+                fs,
+                msgspec.structs.replace(pruned, generation=base.generation + 1, committed_at=stamp),
+            )
+            _remove_writes(fs, expired)
+            deleted += expired
+    generation = base.generation if base else 0
+    for write_id, ranks in pending_writes(fs, base).items():
+        superseded = not _starts_from(ranks, generation)
+        if superseded and _age(max(r.updated_at for r in ranks)) >= retention:
+            _remove_writes(fs, [write_id])
+            deleted.append(write_id)
+    return deleted
+
+
+def _without_expired(manifest: StoreManifest, retention: float) -> tuple[StoreManifest, list[str]]:
+    """``manifest`` without the retired writes older than ``retention``, and their ids."""
+    expired = [r.write_id for r in manifest.retired if _age(r.retired_at) >= retention]
+    if not expired:
+        return manifest, []
+    kept = [r for r in manifest.retired if r.write_id not in expired]
+    return msgspec.structs.replace(manifest, retired=kept), expired
+
+
+def _age(stamp: str) -> float:
+    return (_dt.datetime.now(_dt.UTC) - _dt.datetime.fromisoformat(stamp)).total_seconds()
 
 
 def _starts_from(ranks: Sequence[RankManifest], generation: int) -> bool:
@@ -166,6 +221,10 @@ def _next_manifest(
     arrays = [] if replaces or base is None else list(base.arrays)
     entries = [] if replaces or base is None else list(base.writes)
     expected = {} if replaces or base is None else _expected_of(base)
+    stamp = now()
+    retired = list(base.retired) if base is not None else []
+    if replaces and base is not None:
+        retired += [RetiredWrite(write_id=w.write_id, retired_at=stamp) for w in base.writes]
     for ranks in writes:
         for rank in ranks:
             if rank.schema is not None:
@@ -178,7 +237,6 @@ def _next_manifest(
         entries.append(_write_entry(ranks))
     dl, index = row_keys(fs, parts)
     cover = coverage(dl, index, expected)
-    stamp = now()
     return StoreManifest(
         store_id=base.store_id if base else uuid.uuid4().hex,
         generation=(base.generation if base else 0) + 1,
@@ -191,6 +249,7 @@ def _next_manifest(
         arrays=arrays,
         coverage=cover,
         provenance={"libraries": library_versions(), "python": platform.python_version()},
+        retired=retired,
     )
 
 

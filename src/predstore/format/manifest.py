@@ -104,6 +104,13 @@ class WriteEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     provenance: dict[str, Any] = {}
 
 
+class RetiredWrite(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A write that an overwrite replaced: its files stay for readers until the retention ends."""
+
+    write_id: str
+    retired_at: str
+
+
 class Coverage(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """How well one dataloader's indices are covered."""
 
@@ -132,6 +139,8 @@ class StoreManifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     arrays: list[ArrayEntry]
     coverage: dict[int, Coverage]
     provenance: dict[str, Any] = {}
+    retired: list[RetiredWrite] = []
+    """Replaced writes whose files are kept for readers that opened an earlier generation."""
 
     @property
     def duplicates(self) -> int:
@@ -186,6 +195,8 @@ def _check_paths(manifest: StoreManifest | RankManifest, source: str) -> None:
         for part in manifest.parts:
             check_relpath(part.path)
             check_write_id(part.write_id)
+        for retired in getattr(manifest, "retired", []):
+            check_write_id(retired.write_id)
         for array in manifest.arrays:
             check_relpath(array.path)
             for path in array.files:

@@ -19,18 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from predstore.write.pending import subset_chain
+
 NDArray = np.ndarray[Any, Any]
-
-
-def subset_chain(dataset: Any) -> tuple[list[NDArray], Any]:
-    """The index maps of the ``Subset`` wrappers around ``dataset``, outermost first, and the root."""
-    from torch.utils.data import Subset
-
-    maps = []
-    while isinstance(dataset, Subset):
-        maps.append(np.asarray(dataset.indices, dtype=np.int64))
-        dataset = dataset.dataset
-    return maps, dataset
 
 
 class IndexSource:

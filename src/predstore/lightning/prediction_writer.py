@@ -14,7 +14,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 
 from predstore.errors import CoverageError, PredstoreError, StoreNotCommittedError
 from predstore.format import layout
-from predstore.format.commit import finalize
+from predstore.format.commit import RETENTION, finalize
 from predstore.format.fs import LocalFileSystem
 from predstore.format.manifest import StoreManifest
 from predstore.lightning.indices import IndexSource, batch_rows
@@ -73,6 +73,7 @@ class PredictionWriter(BasePredictionWriter):
         shard_bytes: int = 64 * MiB,
         commit_interval: float | None = 300.0,
         durable: bool = False,
+        retention: float = RETENTION,
     ) -> None:
         super().__init__(write_interval="batch")
         self.path = os.fspath(path)
@@ -87,6 +88,7 @@ class PredictionWriter(BasePredictionWriter):
             "shard_bytes": shard_bytes,
             "commit_interval": commit_interval,
             "durable": durable,
+            "retention": retention,
         }
         self.manifest: StoreManifest | None = None
         """The store manifest committed by the last ``trainer.predict`` (on every rank)."""
@@ -245,9 +247,11 @@ class PredictionWriter(BasePredictionWriter):
         error = None
         if trainer.global_rank == 0 and manifest is None:
             try:
+                store = writer.writer
                 manifest = finalize(
-                    writer.writer.fs,
-                    write_ids=[*writer.writer.plan.resumes, writer.writer.write_id],
+                    store.fs,
+                    write_ids=[*store.plan.resumes, store.write_id],
+                    retention=self.writer_options["retention"],
                 )
             except PredstoreError as e:
                 error = e

@@ -226,11 +226,23 @@ class ArrayReader:
         if index is None:
             assert self._layout is not None
             try:
-                index = self._layout.read_index(self.fs, path, size)
+                actual = self.fs.size(path)
             except FileNotFoundError:
                 raise CorruptStoreError(
                     f"array {self.entry.path}: shard {path} is missing"
                 ) from None
+            if actual != size:
+                raise CorruptStoreError(
+                    f"shard {path} has {actual} bytes, the manifest says {size}"
+                )
+            index = self._layout.read_index(self.fs, path, size)
+            present = index[:, 0] != ABSENT
+            if (
+                present.any()
+                and int((index[present, 0] + index[present, 1]).max())
+                > size - self._layout.index_bytes
+            ):
+                raise CorruptStoreError(f"shard {path}: its index points past the end of the file")
             self._indices[shard] = index
         return index
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import polars as pl
@@ -38,7 +38,13 @@ from predstore.read.rows import RowIndex
 from predstore.read.tensors import to_torch
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import pandas as pd
+    from torch.utils.data import Dataset
+
+    from predstore.read.dataset import PredictionDataset
+    from predstore.read.sequential import SequentialPredictionDataset
 
 NDArray = np.ndarray[Any, Any]
 
@@ -83,6 +89,7 @@ class Store:
         self.manifest = manifest
         self._arrays = {(a.key, a.write_id, a.rank): ArrayReader(fs, a) for a in manifest.arrays}
         _check_references(manifest)
+        _check_part_sizes(fs, manifest)
 
     # -- what the store holds ----------------------------------------------
 
@@ -256,6 +263,54 @@ class Store:
             )
         return table
 
+    # -- torch datasets (torch is imported on first use) ---------------------------
+
+    def dataset(
+        self,
+        keys: Sequence[str] | str | None = None,
+        *,
+        dataloader_idx: int = 0,
+        order: Literal["index", "storage"] = "index",
+        as_torch: bool = True,
+        transform: Callable[[dict[str, Any]], Any] | None = None,
+        source: Dataset[Any] | None = None,
+        missing: Literal["error", "skip"] = "error",
+        cache_bytes: int = 256 << 20,
+    ) -> PredictionDataset:
+        """The rows as a map-style torch Dataset: see :class:`predstore.PredictionDataset`.
+
+        Example::
+
+            teacher = predstore.open("preds.pstore").dataset(["logits"], source=train_set)
+            (x, y), preds = teacher[0]
+        """
+        from predstore.read.dataset import PredictionDataset
+
+        return PredictionDataset(
+            self,
+            keys,
+            dataloader_idx=dataloader_idx,
+            order=order,
+            as_torch=as_torch,
+            transform=transform,
+            source=source,
+            missing=missing,
+            cache_bytes=cache_bytes,
+        )
+
+    def sequential_dataset(
+        self, keys: Sequence[str] | str | None = None, **options: Any
+    ) -> SequentialPredictionDataset:
+        """Whole passes in storage order: see :class:`predstore.SequentialPredictionDataset`.
+
+        Example::
+
+            passes = predstore.open("preds.pstore").sequential_dataset(batch_size=1024)
+        """
+        from predstore.read.sequential import SequentialPredictionDataset
+
+        return SequentialPredictionDataset(self, keys, **options)
+
 
 def _empty(spec: KeySchema) -> NDArray:
     if spec.dtype == dtypes.STRING:
@@ -284,3 +339,17 @@ def _check_references(manifest: StoreManifest) -> None:
                     f"part {part.path} places key {key!r} at {offset}..+{part.rows}, "
                     f"outside the committed extent {array.length} of {array.path}"
                 )
+
+
+def _check_part_sizes(fs: FileSystem, manifest: StoreManifest) -> None:
+    """Every part exists with the size the manifest records (a stat each: parts are few)."""
+    for part in manifest.parts:
+        try:
+            size = fs.size(part.path)
+        except FileNotFoundError:
+            raise CorruptStoreError(f"part {part.path} of the manifest is missing") from None
+        if size != part.bytes:
+            raise CorruptStoreError(
+                f"part {part.path} has {size} bytes, the manifest says {part.bytes}; "
+                "the store is damaged (predstore verify lists every problem)"
+            )

@@ -79,24 +79,35 @@ def plan_write(fs: FileSystem, *, mode: Mode, write_id: str, check: bool) -> Wri
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     base = committed(fs) if check else load_store_manifest(fs)
     generation = base.generation if base else 0
-    unfinished = {
-        w: ranks
-        for w, ranks in pending_writes(fs, base).items()
-        if w != write_id and all(r.base_generation == generation for r in ranks)
-    }
+    unfinished = {w: r for w, r in unfinished_writes(fs, base).items() if w != write_id}
     if check:
         _check_mode(fs, mode, base, unfinished)
     if mode in ("error", "overwrite"):
         return WritePlan(base, generation, [], None, None)
     adopted = unfinished if mode == "resume" else {}
     ranks = [r for rs in adopted.values() for r in rs]
+    parts = committed_parts(base, ranks)
     replaces = any(r.mode == "overwrite" for r in ranks)
-    parts = ([] if replaces or base is None else list(base.parts)) + [
-        p for r in ranks for p in r.parts
-    ]
     schema = _schema_of(None if replaces else base, ranks)
     keys = CommittedKeys.of(fs, parts) if parts else None
     return WritePlan(base, generation, sorted(adopted), schema, keys)
+
+
+def unfinished_writes(fs: FileSystem, base: StoreManifest | None) -> dict[str, list[RankManifest]]:
+    """Unfinished writes that a resume would continue: those that started from ``base``."""
+    generation = base.generation if base else 0
+    return {
+        w: ranks
+        for w, ranks in pending_writes(fs, base).items()
+        if all(r.base_generation == generation for r in ranks)
+    }
+
+
+def committed_parts(base: StoreManifest | None, ranks: list[RankManifest]) -> list[PartEntry]:
+    """Every part whose rows a resume of ``ranks`` keeps: the store's (unless they replace it), and theirs."""
+    replaces = any(r.mode == "overwrite" for r in ranks)
+    kept = [] if replaces or base is None else list(base.parts)
+    return kept + [p for r in ranks for p in r.parts]
 
 
 def _schema_of(base: StoreManifest | None, ranks: list[RankManifest]) -> Schema | None:

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from predstore.errors import InvalidBatchError, PredstoreError, SchemaError, StoreExistsError
 from predstore.format import dtypes, layout
-from predstore.format.commit import finalize, save_rank_manifest
+from predstore.format.commit import RETENTION, finalize, save_rank_manifest
 from predstore.format.fs import FileSystem, LocalFileSystem
 from predstore.format.manifest import (
     ArrayEntry,
@@ -67,6 +67,9 @@ class StoreWriter:
     reaches ``part_bytes``, every ``commit_interval`` seconds, and on close.
     Memory stays bounded by these sizes whatever the number of rows.
 
+    ``retention`` (seconds) is how long the files of a store this write
+    replaces (``mode="overwrite"``) stay for readers that opened it before.
+
     With ``background=True`` (the default), compressing and writing a part's
     shards, closing the part and recording it in the rank manifest happen on
     a commit thread while the next part fills; at most one commit is in
@@ -101,6 +104,7 @@ class StoreWriter:
         commit_interval: float | None = 300.0,
         durable: bool = False,
         background: bool = True,
+        retention: float = RETENTION,
         expected: Mapping[int, int] | None = None,
         index_source: str | None = None,
         provenance: Mapping[str, Any] | None = None,
@@ -138,6 +142,7 @@ class StoreWriter:
         }
         self._codec = (codec, codec_level)
         self._commit_interval = commit_interval
+        self._retention = retention
         self._expected: dict[int, int] = dict(expected or {})
         self._index_source = index_source
         self._provenance = {"host": socket.gethostname(), "pid": os.getpid(), **(provenance or {})}
@@ -236,7 +241,9 @@ class StoreWriter:
             self._shutdown()
         self._save("closed")
         if self.world_size == 1:
-            return finalize(self.fs, write_ids=[*self.plan.resumes, self.write_id])
+            return finalize(
+                self.fs, write_ids=[*self.plan.resumes, self.write_id], retention=self._retention
+            )
         return None
 
     def fail(self) -> None:

@@ -1,0 +1,66 @@
+"""Which samples of a dataset a resumed write still has to predict."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from predstore.format.commit import load_store_manifest
+from predstore.format.fs import LocalFileSystem
+from predstore.write.plan import CommittedKeys, committed_parts, unfinished_writes
+
+NDArray = np.ndarray[Any, Any]
+
+
+def pending(path: str | os.PathLike[str], dataset: Any, dataloader_idx: int = 0) -> Any:
+    """A ``torch.utils.data.Subset`` of ``dataset`` holding only the samples not committed yet.
+
+    Example::
+
+        import predstore
+
+        left = predstore.pending("preds.pstore", dataset)
+        trainer.predict(model, DataLoader(left), callbacks=[predstore.PredictionWriter("preds.pstore", mode="resume")])
+
+    Committed means in the store, or in the rank manifests of an unfinished
+    write that ``mode="resume"`` would continue. Samples are matched by their
+    index in the root dataset (through any chain of ``Subset``), as
+    ``PredictionWriter`` stores them; it maps the returned Subset's indices
+    back to the root dataset by itself. A path with no store at all leaves
+    every sample pending.
+    """
+    from torch.utils.data import Subset
+
+    fs = LocalFileSystem(path)
+    base = load_store_manifest(fs) if os.path.isdir(fs.root) else None
+    ranks = (
+        [r for rs in unfinished_writes(fs, base).values() for r in rs]
+        if os.path.isdir(fs.root)
+        else []
+    )
+    parts = committed_parts(base, ranks)
+    keys = CommittedKeys.of(fs, parts)
+    done = keys.contains(int(dataloader_idx), root_indices(dataset))
+    return Subset(dataset, np.flatnonzero(~done).tolist())
+
+
+def subset_chain(dataset: Any) -> tuple[list[NDArray], Any]:
+    """The index maps of the ``Subset`` wrappers around ``dataset``, outermost first, and the root."""
+    from torch.utils.data import Subset
+
+    maps = []
+    while isinstance(dataset, Subset):
+        maps.append(np.asarray(dataset.indices, dtype=np.int64))
+        dataset = dataset.dataset
+    return maps, dataset
+
+
+def root_indices(dataset: Any) -> NDArray:
+    """The root-dataset index of each sample of ``dataset``."""
+    maps, _ = subset_chain(dataset)
+    indices = np.arange(len(dataset), dtype=np.int64)
+    for index_map in maps:
+        indices = index_map[indices]
+    return indices
