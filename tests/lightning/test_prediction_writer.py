@@ -51,7 +51,7 @@ def test_map_style_dataset_rows_match_the_model(tmp_path: Path) -> None:
         store.schema.keys["logits"].storage == "zarr"
         and store.schema.keys["pred"].storage == "parquet"
     )
-    assert "case" not in store.keys() and "name" in store.scan().collect().columns
+    assert "case" not in store and "name" in store.scan().collect().columns
     manifest = store.manifest
     assert writer.manifest == manifest
     assert manifest.writes[0].index_source == "batch_indices"
@@ -72,7 +72,7 @@ def test_iterable_dataset_with_index_key(tmp_path: Path) -> None:
     assert store.indices().tolist() == list(range(17))
     assert close(store.read("logits", [16, 3]), expected_logits([16, 3]).numpy())
     assert store.manifest.writes[0].index_source == "index_key"
-    assert "index" not in store.keys()
+    assert "index" not in store
 
 
 def test_iterable_dataset_without_indices_is_numbered_by_position_with_a_warning(
@@ -125,7 +125,7 @@ def test_names_from_strings_and_from_integers(tmp_path: Path) -> None:
     predict(tmp_path / "b", DataLoader(Samples(6), batch_size=4), IntNames(), name_key="case")
     store = predstore.open(tmp_path / "b")
     assert store.read("pred", names=["50"]).tolist() == expected_logits([5]).argmax(1).tolist()
-    assert "case" not in store.keys()
+    assert "case" not in store
 
 
 def test_a_bare_tensor_is_stored_as_pred(tmp_path: Path) -> None:
@@ -280,7 +280,7 @@ def test_keys_and_codecs_are_configurable(tmp_path: Path) -> None:
         keys={"prob": "skip", "logits": {"codec": "zstd", "level": 3}},
     )
     store = predstore.open(tmp_path / "s")
-    assert "prob" not in store.keys()
+    assert "prob" not in store
     (logits,) = [a for a in store.manifest.arrays if a.key == "logits"]
     assert logits.codecs[0]["configuration"]["codecs"][1] == {
         "name": "zstd",
@@ -317,4 +317,50 @@ trainer:
     assert writer.name_key == "case" and writer.mode == "overwrite"
     cli.trainer.predict(cli.model, DataLoader(Samples(5), batch_size=2))
     store = predstore.open(tmp_path / "s")
-    assert len(store) == 5 and "prob" not in store.keys()
+    assert len(store) == 5 and "prob" not in store
+
+
+@pytest.mark.parametrize("only_pending", [True, False])
+def test_a_resumed_predict_completes_the_store_exactly_once(
+    tmp_path: Path, only_pending: bool
+) -> None:
+    path = tmp_path / "s"
+    dataset = Subset(Samples(60), list(range(5, 55)))
+    with pytest.raises(RuntimeError, match="failed at batch 3"):
+        trainer(callbacks=[predstore.PredictionWriter(str(path), name_key="case")]).predict(
+            Teacher(fail_at=3), DataLoader(dataset, batch_size=4)
+        )
+    left = predstore.pending(path, dataset) if only_pending else dataset
+    assert len(predstore.pending(path, dataset)) == 50 - 12
+    writer = predstore.PredictionWriter(str(path), name_key="case", mode="resume")
+    trainer(callbacks=[writer]).predict(Teacher(), DataLoader(left, batch_size=4))
+    store = predstore.open(path)
+    assert store.indices().tolist() == list(range(5, 55))
+    assert store.coverage[0].duplicates == 0
+    assert close(store.read("logits"), expected_logits(range(5, 55)))
+    assert [w.mode for w in store.manifest.writes] == ["error", "resume"]
+    assert store.manifest.writes[0].ranks == {0: "failed"}
+
+
+class WiderTeacher(Teacher):
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> Any:
+        self.calls = getattr(self, "calls", 0) + 1
+        out = super().predict_step(batch, batch_idx)
+        out["extra"] = out["prob"] * 2
+        return out
+
+
+def test_a_resume_with_another_schema_fails_at_its_first_batch(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    with pytest.raises(RuntimeError):
+        trainer(callbacks=[predstore.PredictionWriter(str(path))]).predict(
+            Teacher(fail_at=2), DataLoader(Samples(20), batch_size=4)
+        )
+    model = WiderTeacher()
+    with pytest.raises(predstore.SchemaError, match=r"keys differ.*new \['extra'\]"):
+        trainer(callbacks=[predstore.PredictionWriter(str(path), mode="resume")]).predict(
+            model, DataLoader(Samples(20), batch_size=4)
+        )
+    assert model.calls == 1  # nothing predicted past the first batch
+    predstore.finalize(str(path))
+    assert predstore.open(path).indices().tolist() == list(range(8))

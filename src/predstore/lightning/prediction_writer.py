@@ -95,6 +95,7 @@ class PredictionWriter(BasePredictionWriter):
         self._writer: BackgroundWriter | None = None
         self._sources: dict[int, IndexSource] = {}
         self._warned: set[str] = set()
+        self._first_batch = True
 
     # -- predict starts: agree on one write -------------------------------------
 
@@ -131,6 +132,7 @@ class PredictionWriter(BasePredictionWriter):
             writer = self._store_writer(trainer, pl_module, write_id)
         self._expect(trainer, writer)
         self._writer = BackgroundWriter(writer, max_pending_bytes=self.max_pending_bytes)
+        self._first_batch = True
         self._warn_if_lightning_keeps_everything(trainer, writer)
 
     def _store_writer(
@@ -213,6 +215,10 @@ class PredictionWriter(BasePredictionWriter):
         indices = source.indices(outputs, batch_indices, rows if rows is not None else 0)
         self._warn_once_positional(source, dataloader_idx)
         names = _names(outputs.pop(self.name_key, None), self.name_key) if self.name_key else None
+        if self._first_batch and writer.writer.plan.schema is not None:
+            # An append or a resume knows its schema: a batch that does not fit fails now.
+            writer.writer.validate(outputs, indices, names=names, dataloader_idx=dataloader_idx)
+        self._first_batch = False
         outputs, nbytes, ready = _to_host(outputs)
         writer.writer.set_index_source(_source_summary(self._sources))
         writer.submit(

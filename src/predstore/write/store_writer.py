@@ -206,6 +206,30 @@ class StoreWriter:
             if self._commit_due():
                 self._commit_part()
 
+    def validate(
+        self,
+        outputs: Mapping[str, Any],
+        indices: Any,
+        *,
+        names: Sequence[str | None] | None = None,
+        dataloader_idx: int = 0,
+    ) -> None:
+        """Raise what :meth:`write` would raise for this batch against the store's known schema.
+
+        Nothing is stored. Appends and resumes know their schema before the
+        first batch: checking that batch at once fails a job before it
+        predicts more.
+        """
+        batch = normalize(
+            outputs, indices, names=names, dataloader_idx=dataloader_idx, keep=self._rules.keep
+        )
+        schema = self._schema or self.plan.schema
+        if schema is not None:
+            for key, column in batch.columns.items():
+                if key in schema.keys:
+                    conform(key, schema.keys[key], column)
+            _check_key_sets(schema, batch)
+
     def set_expected(self, length: int, dataloader_idx: int = 0) -> None:
         """Record how many samples ``dataloader_idx`` has, for the coverage figures."""
         self._expected[int(dataloader_idx)] = int(length)
@@ -333,13 +357,7 @@ class StoreWriter:
     def _conform(self, batch: Batch) -> Batch:
         assert self._schema is not None
         keys = self._schema.keys
-        extra = [k for k in batch.columns if k not in keys]
-        missing = [k for k in keys if k not in batch.columns]
-        if extra or missing:
-            raise SchemaError(
-                f"the batch's keys differ from the store's: missing {missing or 'none'}, "
-                f"new {extra or 'none'}; every batch has the keys {list(keys)}"
-            )
+        _check_key_sets(self._schema, batch)
         columns = {k: conform(k, keys[k], c) for k, c in batch.columns.items()}
         self._note_nulls(batch, columns)
         return Batch(batch.indices, batch.names, batch.dataloader_idx, columns)
@@ -512,6 +530,16 @@ class StoreWriter:
                 index_source=self._index_source,
                 provenance=self._provenance,
             ),
+        )
+
+
+def _check_key_sets(schema: Schema, batch: Batch) -> None:
+    extra = [k for k in batch.columns if k not in schema.keys]
+    missing = [k for k in schema.keys if k not in batch.columns]
+    if extra or missing:
+        raise SchemaError(
+            f"the batch's keys differ from the store's: missing {missing or 'none'}, "
+            f"new {extra or 'none'}; every batch has the keys {list(schema.keys)}"
         )
 
 
