@@ -20,6 +20,8 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 import predstore
+import predstore.lightning.prediction_writer  # loaded before crash points are armed
+from crash_points import arm
 from predict_support import Samples, StreamOfSamples, Teacher
 
 
@@ -37,7 +39,11 @@ def main() -> None:
     parser.add_argument(
         "--rank-path", action="store_true", help="each rank writes under PATH/rank<r> (not shared)"
     )
+    parser.add_argument(
+        "--crash", default="", help="a crash point KIND:COUNT (tests/crash_points.py)"
+    )
     args = parser.parse_args()
+    arm(args.crash)
 
     trainer = pl.Trainer(
         accelerator="cpu",

@@ -59,7 +59,12 @@ class Schema(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     names: bool = False
 
     def merge(self, other: Schema, *, where: str) -> Schema:
-        """The schema both sides can share, or a ``SchemaError`` naming the first difference."""
+        """The schema both sides can share, or a ``SchemaError`` naming the first difference.
+
+        A schema without keys (a store or rank with no rows yet) fits any other.
+        """
+        if not self.keys or not other.keys:
+            return Schema(self.keys or other.keys, names=self.names or other.names)
         if list(self.keys) != list(other.keys):
             missing = sorted(set(self.keys) - set(other.keys))
             extra = sorted(set(other.keys) - set(self.keys))

@@ -73,9 +73,11 @@ def verify(path: str | os.PathLike[str], *, deep: bool = False) -> VerifyReport:
                 check(store, report, deep)
             except PredstoreError as e:
                 report.problems.append(str(e))
-    generation = store.manifest.generation if store else 0
+    generation = store.manifest.generation if store is not None else 0
     try:
-        for write_id, ranks in pending_writes(fs, store.manifest if store else None).items():
+        for write_id, ranks in pending_writes(
+            fs, store.manifest if store is not None else None
+        ).items():
             report.unfinished.append(
                 UnfinishedWrite(
                     write_id=write_id,

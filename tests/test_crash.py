@@ -1,0 +1,107 @@
+"""Crash injection: real writes in subprocesses, killed with SIGKILL; see tests/crash_support.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+from torch.utils.data import DataLoader
+
+import predstore
+from crash_support import plan, run_trial, soak
+from predict_support import Samples, Teacher, close, expected_logits
+from predstore.read.verify import verify
+
+PREDICT_JOB = Path(__file__).resolve().parent / "jobs" / "predict_job.py"
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_a_killed_write_loses_nothing_it_committed(seed: int, tmp_path: Path) -> None:
+    run_trial(seed, tmp_path)
+
+
+def test_the_seeds_reach_every_kind_of_moment() -> None:
+    moments = {plan(seed).crash.split(":")[0] for seed in range(30)}
+    assert moments >= {
+        "part-write",
+        "shard-write",
+        "rename",
+        "rank-manifest",
+        "decide",
+        "publish",
+        "finalize",
+        "between-ranks",
+        "time",
+    }
+
+
+@pytest.mark.slow
+def test_soak(tmp_path: Path) -> None:
+    """Hundreds of trials (PREDSTORE_SOAK_TRIALS, default 300); prints the summary for docs/resilience.md."""
+    summary = soak(int(os.environ.get("PREDSTORE_SOAK_TRIALS", "300")), tmp_path, first_seed=1000)
+    print(json.dumps(summary))
+
+
+DDP_KILLS = [("shard-write:3", None), ("rank-manifest:2", None), ("decide:1", None), (None, 6.5)]
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize(("crash", "delay"), DDP_KILLS)
+def test_a_killed_ddp_predict_is_recovered_and_resumed(
+    tmp_path: Path, crash: str | None, delay: float | None
+) -> None:
+    path = tmp_path / "s"
+    args = [
+        sys.executable,
+        str(PREDICT_JOB),
+        str(path),
+        "--devices",
+        "2",
+        "--samples",
+        "200",
+        "--batch",
+        "8",
+    ]
+    job = subprocess.Popen(
+        [*args, "--crash", crash] if crash else args,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        job.wait(delay if delay is not None else 300)
+    except subprocess.TimeoutExpired:
+        os.killpg(job.pid, signal.SIGKILL)
+    job.communicate(timeout=60)
+    if crash is not None:
+        assert job.returncode == -signal.SIGKILL  # it died at the crash point, not by finishing
+    try:
+        store = predstore.open(path)
+        indices = store.indices()
+        assert close(store.read("logits", indices), expected_logits(indices))
+    except predstore.StoreNotCommittedError:
+        pass
+    try:
+        predstore.finalize(path)
+        assert verify(path, deep=True).ok
+    except predstore.StoreNotCommittedError:
+        assert not list(path.glob("writes/*/parts/*.parquet"))
+    dataset = Samples(200)
+    left = predstore.pending(path, dataset)
+    writer = predstore.PredictionWriter(str(path), name_key="case", mode="resume")
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, callbacks=[writer]
+    )
+    trainer.predict(Teacher(), DataLoader(left, batch_size=8), return_predictions=False)
+    store = predstore.open(path)
+    assert store.indices().tolist() == list(range(200))
+    assert store.coverage[0].duplicates == 0
+    assert close(store.read("logits"), expected_logits(range(200)))
+    assert verify(path).ok
