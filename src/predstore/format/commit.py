@@ -79,7 +79,14 @@ def committed(fs: FileSystem) -> StoreManifest | None:
 def commit(fs: FileSystem, manifest: StoreManifest) -> None:
     """Decide, then publish, ``manifest`` as generation ``manifest.generation``."""
     data = encode(manifest)
-    if not fs.put_if_absent(layout.commit_record(manifest.generation), data):
+    try:
+        decided = fs.put_if_absent(layout.commit_record(manifest.generation), data)
+    except OSError as e:
+        e.add_note(
+            f"predstore: committing generation {manifest.generation} of {fs.root} failed; the store is as it was"
+        )
+        raise
+    if not decided:
         raise CommitConflictError(
             f"{fs.root}: another process committed generation {manifest.generation} "
             "while this commit was being prepared; run `predstore finalize` again"

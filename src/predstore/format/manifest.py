@@ -195,6 +195,8 @@ def _check_paths(manifest: StoreManifest | RankManifest, source: str) -> None:
         for part in manifest.parts:
             check_relpath(part.path)
             check_write_id(part.write_id)
+        for write in getattr(manifest, "writes", []):
+            check_write_id(write.write_id)
         for retired in getattr(manifest, "retired", []):
             check_write_id(retired.write_id)
         for array in manifest.arrays:

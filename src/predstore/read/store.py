@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -113,6 +113,10 @@ class Store:
 
     def __contains__(self, key: object) -> bool:
         return key in self.schema.keys
+
+    def __iter__(self) -> Iterator[str]:
+        """The keys, as ``keys()`` lists them."""
+        return iter(self.schema.keys)
 
     def __repr__(self) -> str:
         keys = ", ".join(f"{k}: {s.describe()} ({s.storage})" for k, s in self.schema.keys.items())

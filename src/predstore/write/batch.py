@@ -150,6 +150,10 @@ def check_key(key: str) -> None:
 
 
 def check_indices(indices: Any) -> NDArray:
+    if indices is None or isinstance(indices, str | bytes):
+        raise InvalidBatchError(
+            f"indices must be one integer per row (each sample's dataset index), got {indices!r}"
+        )
     array = _as_numpy(indices, key="indices")
     if array.ndim != 1:
         raise InvalidBatchError(f"indices must be one-dimensional, got shape {tuple(array.shape)}")

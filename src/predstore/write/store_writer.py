@@ -478,10 +478,17 @@ class StoreWriter:
         expected: dict[int, int],
     ) -> None:
         """On the commit thread: arrays first, then the part, then the rank manifest that commits them."""
-        for job in jobs:
-            job.run()
-        self._committed.append(part.finish())
-        self._save("open", schema, expected)
+        try:
+            for job in jobs:
+                job.run()
+            self._committed.append(part.finish())
+            self._save("open", schema, expected)
+        except OSError as e:  # disk full, permissions, a lost mount: say what it means for the data
+            e.add_note(
+                f"predstore: committing part {part.path} of {self.path} failed; the "
+                f"{self.rows_committed} rows this rank committed before it are intact"
+            )
+            raise
 
     def _submit(self, job: Callable[..., None], *args: Any) -> None:
         """Run ``job`` on the commit thread once the previous job is done (one in flight at most)."""

@@ -1,0 +1,147 @@
+"""Fuzzing write(): whatever a model returns, only predstore's documented errors escape."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, event, example, given, settings
+from hypothesis import strategies as st
+
+import predstore
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats()
+    | st.text(max_size=5)
+    | st.binary(max_size=4)
+)
+numpy_dtypes = st.sampled_from(
+    [
+        "bool",
+        "int8",
+        "uint16",
+        "int64",
+        "float16",
+        "float32",
+        "float64",
+        "complex64",
+        "U3",
+        "O",
+        "M8[s]",
+        "V4",
+    ]
+)
+torch_dtypes = st.sampled_from(
+    [
+        torch.bool,
+        torch.uint8,
+        torch.int32,
+        torch.int64,
+        torch.float16,
+        torch.bfloat16,
+        torch.float32,
+        torch.float8_e4m3fn,
+        torch.complex64,
+        torch.quint8,
+    ]
+)
+
+
+@st.composite
+def arrays(draw: st.DrawFn, rows: int) -> Any:
+    shape = (
+        draw(st.sampled_from([rows, rows, rows + 1, 0])),
+        *draw(st.lists(st.integers(0, 4), max_size=2)),
+    )
+    if draw(st.booleans()):
+        dtype = draw(torch_dtypes)
+        if dtype == torch.quint8:
+            return torch.quantize_per_tensor(torch.zeros(shape), 0.1, 0, torch.quint8)
+        return torch.zeros(shape, dtype=dtype)
+    dtype = draw(numpy_dtypes)
+    return (
+        np.zeros(shape, dtype=dtype)
+        if dtype != "O"
+        else np.array([object()] * shape[0], dtype=object)
+    )
+
+
+@st.composite
+def values(draw: st.DrawFn, rows: int) -> Any:
+    kind = draw(st.sampled_from(["scalar", "array", "list", "dict", "object"]))
+    if kind == "scalar":
+        return draw(scalars)
+    if kind == "array":
+        return draw(arrays(rows))
+    if kind == "list":
+        return draw(
+            st.lists(
+                scalars | arrays(1) | st.lists(scalars, max_size=3),
+                min_size=max(0, rows - 1),
+                max_size=rows + 1,
+            )
+        )
+    if kind == "dict":
+        return {draw(st.text(max_size=4)): draw(scalars)}
+    return draw(st.sampled_from([object(), Path("x"), {1, 2}, slice(1), range(rows)]))
+
+
+@st.composite
+def batches(draw: st.DrawFn) -> tuple[dict[Any, Any], Any, Any]:
+    rows = draw(st.integers(0, 5))
+    keys = draw(st.lists(st.text(max_size=6) | st.integers(), max_size=4, unique_by=str))
+    outputs = {k: draw(values(rows)) for k in keys}
+    indices = draw(
+        st.sampled_from(
+            [
+                list(range(rows)),
+                [float(i) for i in range(rows)],
+                [-1] * rows,
+                "abc",
+                None,
+                np.arange(rows),
+                torch.arange(rows),
+            ]
+        )
+    )
+    names = draw(
+        st.sampled_from([None, [f"n{i}" for i in range(rows)], [1] * rows, "name", [None] * rows])
+    )
+    return outputs, indices, names
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(sequence=st.lists(batches(), min_size=1, max_size=4))
+@example(
+    sequence=[
+        ({"a": np.zeros((2, 3)), "b": "x"}, [0, 1], None),
+        ({"a": [np.zeros(3)] * 2, "b": ["y", None]}, [2, 3], ["p", "q"]),
+    ]
+)
+def test_only_documented_errors_escape_write(
+    tmp_path_factory: pytest.TempPathFactory, sequence: list[Any]
+) -> None:
+    path = tmp_path_factory.mktemp("fuzz") / "store"
+    writer = predstore.StoreWriter(path, background=False)
+    accepted = 0
+    for outputs, indices, names in sequence:
+        try:
+            writer.write(outputs, indices, names=names)
+            accepted += 1
+        except (predstore.InvalidBatchError, predstore.SchemaError):
+            pass
+    writer.close()
+    event(f"batches written: {min(accepted, 2)}{'+' if accepted > 2 else ''}")
+    store = predstore.open(path)  # whatever was accepted is committed and readable
+    for key in store:
+        store.read(key)
