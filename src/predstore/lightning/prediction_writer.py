@@ -314,8 +314,7 @@ class PredictionWriter(BasePredictionWriter):
     ) -> None:
         writer, self._writer = self._writer, None
         if writer is not None:
-            with contextlib.suppress(Exception):  # the original exception is what the user must see
-                writer.fail()
+            writer.fail()  # best effort, never raises: the original exception is what the user sees
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if self._writer is not None:

@@ -109,7 +109,10 @@ class BackgroundWriter:
         return self.writer.close()
 
     def fail(self) -> None:
-        """Write what was queued if possible, then commit it and mark the rank failed (no store commit)."""
+        """Write what was queued if possible, then commit it and mark the rank failed (no store commit).
+
+        Best effort, like :meth:`StoreWriter.fail`: it never raises.
+        """
         self._stop()
         self.writer.fail()
 

@@ -271,22 +271,39 @@ class StoreWriter:
         return None
 
     def fail(self) -> None:
-        """Commit the rows buffered so far and mark this rank failed; the store manifest is untouched."""
+        """Commit the rows buffered so far and mark this rank failed; the store manifest is untouched.
+
+        Best effort: it runs after something went wrong (a full disk, say), so
+        what it cannot do is logged, not raised; what was committed stays.
+        """
         if self._closed:
             return
         self._closed = True
         try:
-            with contextlib.suppress(
-                Exception
-            ):  # a commit that failed keeps what was committed before
+            with contextlib.suppress(Exception):  # a commit that failed: keep what came before
                 self._wait()
             self._commit_part()
             self._wait()
+        except Exception:
+            _log.warning(
+                "%s (rank %d): the rows buffered since the last commit are lost",
+                self.path,
+                self.rank,
+                exc_info=True,
+            )
         finally:
             if self._parts is not None:
                 self._parts.abort()
             self._shutdown()
-            self._save("failed")
+            try:
+                self._save("failed")
+            except Exception:
+                _log.warning(
+                    "%s (rank %d): could not mark the rank failed",
+                    self.path,
+                    self.rank,
+                    exc_info=True,
+                )
 
     def __enter__(self) -> StoreWriter:
         return self
@@ -299,14 +316,8 @@ class StoreWriter:
     ) -> None:
         if exc_type is None:
             self.close()
-            return
-        try:
+        else:
             self.fail()
-        except Exception:
-            # The exception that ended the block matters more; keep it, and say why saving failed.
-            _log.exception(
-                "could not commit the rows of %s (rank %d) after an error", self.path, self.rank
-            )
 
     @property
     def schema(self) -> Schema | None:
