@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -76,14 +77,22 @@ def mutated(draw: st.DrawFn, template: dict[str, Any]) -> bytes:
 DOCUMENTED = (predstore.CorruptStoreError, predstore.FormatVersionError)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=int(os.environ.get("PREDSTORE_EXAMPLES", "150")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(data=mutated(MANIFEST))
 def test_store_manifest_parsing(data: bytes) -> None:
     with contextlib.suppress(DOCUMENTED):
         decode(data, StoreManifest, source="manifest.json")
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=int(os.environ.get("PREDSTORE_EXAMPLES", "100")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(data=mutated(RANK))
 def test_rank_manifest_parsing(data: bytes) -> None:
     with contextlib.suppress(DOCUMENTED):
@@ -91,7 +100,7 @@ def test_rank_manifest_parsing(data: bytes) -> None:
 
 
 @settings(
-    max_examples=60,
+    max_examples=int(os.environ.get("PREDSTORE_EXAMPLES", "60")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +118,7 @@ def batches(draw: st.DrawFn) -> tuple[dict[Any, Any], Any, Any]:
 
 
 @settings(
-    max_examples=300,
+    max_examples=int(os.environ.get("PREDSTORE_EXAMPLES", "300")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )

@@ -123,6 +123,12 @@ def infer(key: str, column: Column, spec: KeySpec, parquet_max_bytes: int) -> Ke
     itemsize = dtypes.get(column.dtype).itemsize
     if column.kind == "fixed":
         shape: tuple[int | None, ...] = column.sample_shape
+        if 0 in column.sample_shape:
+            raise SchemaError(
+                f"key {key!r}: its first batch has the per-sample shape {column.sample_shape}, which "
+                "holds no values; if its size varies, return a list of per-sample tensors (ragged), "
+                f"or skip the key with keys={{{key!r}: 'skip'}}"
+            )
         row_bytes = math.prod(column.sample_shape) * itemsize
         varies_inside = False
     else:
@@ -212,14 +218,15 @@ def _describe(column: Column) -> str:
 
 
 def _ragged_shape(rows: list[np.ndarray[Any, Any]]) -> tuple[tuple[int | None, ...], bool]:
-    """Per-sample shape of ragged rows (``None`` where they differ) and whether a non-leading dim varies."""
+    """Per-sample shape of ragged rows (``None`` where they differ), and whether only Zarr can hold
+    them: a dimension other than the first varies, or is empty (Arrow has no empty fixed-size list)."""
     shapes = np.array([a.shape for a in rows])
     fixed = (shapes == shapes[0]).all(axis=0)
     shape = (
         None,
         *(int(n) if same else None for n, same in zip(shapes[0][1:], fixed[1:], strict=True)),
     )
-    return shape, not fixed[1:].all()
+    return shape, not fixed[1:].all() or 0 in shape[1:]
 
 
 def _has_nulls(column: Column) -> bool:

@@ -60,8 +60,8 @@ class PartWriter:
         self._index_range = (np.iinfo(np.int64).max, -1)
         self._dataloaders: set[int] = set()
 
-    def append(self, batch: Batch, hidden: dict[str, pa.Array]) -> None:
-        """Add ``batch`` (its Parquet keys) and the hidden ragged columns to the open part."""
+    def columns(self, batch: Batch) -> dict[str, pa.Array]:
+        """The part columns of ``batch`` (all but the hidden ones); nothing is added yet."""
         arrays = {
             INDEX: pa.array(batch.indices, pa.int64()),
             DATALOADER: pa.array(np.full(len(batch), batch.dataloader_idx, np.int64)),
@@ -70,8 +70,11 @@ class PartWriter:
         for key, spec in self.schema.keys.items():
             if spec.storage == "parquet":
                 arrays[key] = to_arrow(spec, batch.columns[key])
-        arrays.update(hidden)
-        record = pa.RecordBatch.from_pydict(arrays, schema=self.arrow_schema)
+        return arrays
+
+    def append(self, batch: Batch, columns: dict[str, pa.Array]) -> None:
+        """Add ``batch``, as :meth:`columns` gave it plus the hidden ragged columns, to the open part."""
+        record = pa.RecordBatch.from_pydict(columns, schema=self.arrow_schema)
         self._pending.append(record)
         self._pending_bytes += record.nbytes
         self.rows += len(batch)

@@ -435,20 +435,21 @@ class StoreWriter:
 
     def _append(self, batch: Batch) -> None:
         assert self._parts is not None
-        hidden: dict[str, pa.Array] = {}
+        # Converting first: whatever fails here fails before any buffer changed.
+        columns = self._parts.columns(batch)
         for key, writer in self._arrays.items():
             column = batch.columns[key]
             if isinstance(writer, FixedArrayWriter):
                 writer.append(column.values)
                 continue
             offsets, shapes, shards = writer.append(column.rows())
-            hidden[offset_column(key)] = pa.array(offsets, pa.int64())
-            hidden[shape_column(key)] = pa.FixedSizeListArray.from_arrays(
+            columns[offset_column(key)] = pa.array(offsets, pa.int64())
+            columns[shape_column(key)] = pa.FixedSizeListArray.from_arrays(
                 pa.array(shapes.reshape(-1), pa.int64()), shapes.shape[1]
             )
             if shards is not None:
                 self._submit(shards.run)
-        self._parts.append(batch, hidden)
+        self._parts.append(batch, columns)
 
     def _commit_due(self) -> bool:
         assert self._parts is not None
