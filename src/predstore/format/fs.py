@@ -121,13 +121,8 @@ class LocalFileSystem(FileSystem):
 
     def replace(self, path: str, data: bytes) -> None:
         full = self.resolve(path)
-        tmp = _temp_name(full)
-        os.makedirs(os.path.dirname(full), exist_ok=True)
+        tmp = _durable_temp(full, data)
         try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
             os.replace(tmp, full)
         except BaseException:
             _remove_quietly(tmp)
@@ -136,13 +131,8 @@ class LocalFileSystem(FileSystem):
 
     def put_if_absent(self, path: str, data: bytes) -> bool:
         full = self.resolve(path)
-        tmp = _temp_name(full)
-        os.makedirs(os.path.dirname(full), exist_ok=True)
+        tmp = _durable_temp(full, data)
         try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
             # link() fails when the target exists: an atomic create-if-absent
             # that also works on NFS, unlike O_EXCL on some old servers.
             os.link(tmp, full)
@@ -197,6 +187,21 @@ class LocalFileSystem(FileSystem):
         # One store per array: zarr then writes no group metadata above it,
         # and every file it writes belongs to the array's own rank.
         return LocalStore(self.resolve(path), read_only=read_only)
+
+
+def _durable_temp(full: str, data: bytes) -> str:
+    """A fsynced temporary file beside ``full`` holding ``data``; its name."""
+    tmp = _temp_name(full)
+    os.makedirs(os.path.dirname(full), exist_ok=True)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+    return tmp
 
 
 def _temp_name(full: str) -> str:
