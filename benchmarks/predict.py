@@ -18,8 +18,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from benchmarks.common import (
     WORK,
     disk_usage,
@@ -42,19 +40,20 @@ def _setup(samples: int, sleep: float) -> tuple[Any, Any, Any]:
     from torch.utils.data import DataLoader, Dataset
 
     workload = w1(samples)
-    logits = torch.from_numpy(
-        np.random.default_rng(0).standard_normal((samples, 1000), dtype=np.float32)
-    )
 
     class Rows(Dataset):
-        """Precomputed logits; __getitems__ hands out a whole batch at once (no per-sample collate)."""
+        """Logits made per batch from the batch's first index (the dataset itself holds nothing,
+        so peak RSS measures the writer); __getitems__ hands out a whole batch at once."""
 
         def __len__(self) -> int:
             return samples
 
         def __getitems__(self, indices: list[int]) -> dict[str, Any]:
-            index = torch.as_tensor(indices)
-            return {"index": index, "logits": logits[index]}
+            generator = torch.Generator().manual_seed(indices[0])
+            return {
+                "index": torch.as_tensor(indices),
+                "logits": torch.randn(len(indices), 1000, generator=generator),
+            }
 
     class Trivial(pl.LightningModule):
         def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
