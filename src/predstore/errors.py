@@ -50,6 +50,10 @@ class MissingRowsError(PredstoreError, KeyError):
     """Indices or names were asked for that the store does not hold."""
 
 
+class OutOfRangeError(PredstoreError, IndexError):
+    """A dataset item was asked for outside the dataset's range."""
+
+
 class CoverageError(PredstoreError):
     """A committed write has duplicate or missing indices and ``strict=True`` was set."""
 

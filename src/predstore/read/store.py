@@ -280,6 +280,7 @@ class Store:
         source: Dataset[Any] | None = None,
         missing: Literal["error", "skip"] = "error",
         cache_bytes: int = 256 << 20,
+        preload: bool = False,
     ) -> PredictionDataset:
         """The rows as a map-style torch Dataset: see :class:`predstore.PredictionDataset`.
 
@@ -300,6 +301,7 @@ class Store:
             source=source,
             missing=missing,
             cache_bytes=cache_bytes,
+            preload=preload,
         )
 
     def sequential_dataset(

@@ -1,0 +1,292 @@
+"""Reading the values of many rows of one dataloader at once: what the datasets build on.
+
+Rows are addressed by their *local position*: the rank of the row among
+the dataloader's visible rows in index order. Parquet keys and names are
+small by design: :meth:`RowReader.load` reads them whole into memory, as
+numpy arrays and Arrow arrays (never one Python object per row, so a forked
+DataLoader worker shares those pages with its parent instead of copying
+them). Zarr keys are read through :class:`~predstore.read.arrays.ArrayReader`;
+a fixed-shape key that fits the cache is decoded into one array as reads
+need it (or all at once with ``load(zarr=True)``), any other keeps a cache
+of recently decoded chunks.
+
+A process that was forked from the one that built the reader gets a copy
+through :meth:`RowReader.in_this_process`: the data loaded so far is shared,
+the Zarr readers are opened anew.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+from predstore.format import dtypes
+from predstore.format.schema import NAME, KeySchema, offset_column, part_schema, shape_column
+from predstore.read.arrays import ArrayReader
+from predstore.read.columns import from_arrow
+
+if TYPE_CHECKING:
+    from predstore.read.store import Store
+
+NDArray = np.ndarray[Any, Any]
+
+
+class DenseArray:
+    """A whole fixed-shape array decoded into memory as reads need it, chunk by chunk.
+
+    Random reads then cost one fancy index instead of a lookup per chunk;
+    memory pages are only touched once their chunk is decoded.
+    """
+
+    def __init__(self, reader: ArrayReader) -> None:
+        entry = reader.entry
+        self.reader, self.chunk_len, self.length = reader, int(entry.chunks[0]), entry.length
+        self.data = np.empty((entry.length, *entry.shape[1:]), reader.dtype.zarr)
+        self.have = np.zeros(-(-entry.length // self.chunk_len), dtype=bool)
+
+    @staticmethod
+    def nbytes(reader: ArrayReader) -> int:
+        entry = reader.entry
+        return entry.length * int(np.prod(entry.shape[1:])) * reader.dtype.itemsize
+
+    def reopened(self) -> DenseArray:
+        """The same decoded data, read further through a reader of this process."""
+        twin = copy.copy(self)
+        twin.reader = ArrayReader(self.reader.fs, self.reader.entry)
+        return twin
+
+    def rows(self, positions: NDArray) -> NDArray:
+        chunks = np.unique(positions // self.chunk_len)
+        missing = chunks[~self.have[chunks]]
+        if missing.size:
+            self._fill(missing)
+        return self.reader.dtype.from_zarr(self.data[positions])
+
+    def fill(self) -> None:
+        """Decode every chunk not decoded yet."""
+        missing = np.flatnonzero(~self.have)
+        for start in range(0, len(missing), 64):  # bounded batches: memory stays flat
+            self._fill(missing[start : start + 64])
+
+    def _fill(self, missing: NDArray) -> None:
+        reader, length = self.reader, self.chunk_len
+        reader.array  # noqa: B018  (opening decides the layout)
+        if reader._layout is None:  # not predstore's shard layout: through zarr, chunk by chunk
+            for c in missing.tolist():
+                lo, hi = c * length, min((c + 1) * length, self.length)
+                self.data[lo:hi] = reader._range(lo, hi)
+        else:  # every missing chunk decoded at once, on the decode pool
+            for c, chunk in zip(missing.tolist(), reader._chunks(missing), strict=True):
+                lo, hi = c * length, min((c + 1) * length, self.length)
+                self.data[lo:hi] = chunk[: hi - lo]
+        self.have[missing] = True
+
+
+Reader = ArrayReader | DenseArray
+
+
+@dataclass
+class _ZarrKey:
+    """Where each local row of one Zarr key lives: which array, and where in it."""
+
+    readers: list[Reader]
+    array: NDArray  # per local row: index into ``readers``
+    start: NDArray  # per local row: first position in the array
+    shapes: NDArray | None = None  # ragged keys: per local row, its shape
+
+    def reopened(self) -> _ZarrKey:
+        readers: list[Reader] = [
+            r.reopened()
+            if isinstance(r, DenseArray)
+            else ArrayReader(r.fs, r.entry, cache_bytes=r.cache_bytes)
+            for r in self.readers
+        ]
+        return replace(self, readers=readers)
+
+
+class RowReader:
+    """Values of ``keys`` for rows of ``dataloader_idx`` of ``store``, many rows per call.
+
+    ``cache_bytes`` of decoded Zarr values are kept, shared among the keys
+    in proportion to their sizes.
+    """
+
+    def __init__(
+        self, store: Store, keys: Sequence[str], dataloader_idx: int, *, cache_bytes: int
+    ) -> None:
+        self.store, self.keys = store, list(keys)
+        self.cache_bytes = cache_bytes
+        self.pid = os.getpid()
+        rows = store.rows
+        self.span = rows.dataloader(dataloader_idx)
+        self.part = rows.part[self.span]
+        self.row = rows.row[self.span]
+        self.index = rows.index[self.span]
+        self._parquet: dict[str, Any] = {}
+        self._zarr: dict[str, _ZarrKey] = {}
+        self._names: pa.Array | None = None
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def has_names(self) -> bool:
+        return self.store.schema.names
+
+    def storage_order(self) -> NDArray:
+        """Local positions sorted as the rows lie in storage (part by part, row by row)."""
+        return np.lexsort((self.row, self.part))
+
+    def load(self, *, zarr: bool = False) -> None:
+        """Read the Parquet keys and the names now; with ``zarr``, decode the Zarr keys that fit too."""
+        for key in self.keys:
+            spec = self.store.schema.keys[key]
+            if spec.storage == "parquet":
+                self._parquet_column(key, spec)
+            elif zarr:
+                for reader in self._zarr_key(key, spec).readers:
+                    if isinstance(reader, DenseArray):
+                        reader.fill()
+        if self.has_names:
+            self._name_column()
+
+    def in_this_process(self) -> RowReader:
+        """This reader, or for a process forked since: a copy sharing what is loaded."""
+        if self.pid == os.getpid():
+            return self
+        twin = copy.copy(self)
+        twin.pid = os.getpid()
+        twin._zarr = {k: z.reopened() for k, z in self._zarr.items()}
+        twin._parquet, twin._names = dict(self._parquet), self._names
+        return twin
+
+    # -- reading ---------------------------------------------------------------
+
+    def read(self, local: NDArray) -> dict[str, Any]:
+        """For each key, the values of rows ``local`` in that order.
+
+        Fixed-shape keys come as one array (masked where a Parquet key has
+        nulls), strings as an object array, ragged keys as a list of arrays.
+        """
+        return {key: self.values(key, local) for key in self.keys}
+
+    def values(self, key: str, local: NDArray) -> Any:
+        spec = self.store.schema.keys[key]
+        if spec.storage == "parquet":
+            column = self._parquet_column(key, spec)
+            if isinstance(column, pa.Array):  # strings
+                return np.array(column.take(pa.array(local)).to_pylist(), dtype=object)
+            if isinstance(column, list):
+                return [column[i] for i in local.tolist()]
+            return column[local]
+        zarr = self._zarr_key(key, spec)
+        if spec.ragged:
+            return self._ragged(zarr, local)
+        return self._fixed(zarr, spec, local)
+
+    def names(self, local: NDArray) -> list[str | None]:
+        names: list[str | None] = self._name_column().take(pa.array(local)).to_pylist()
+        return names
+
+    def _fixed(self, zarr: _ZarrKey, spec: KeySchema, local: NDArray) -> NDArray:
+        which, start = zarr.array[local], zarr.start[local]
+        if len(zarr.readers) == 1:
+            return zarr.readers[0].rows(start)
+        shape = tuple(int(d) for d in spec.shape if d is not None)
+        out = np.empty((len(local), *shape), dtypes.get(spec.dtype).numpy)
+        for k in np.unique(which).tolist():
+            chosen = which == k
+            out[chosen] = zarr.readers[k].rows(start[chosen])
+        return out
+
+    def _ragged(self, zarr: _ZarrKey, local: NDArray) -> list[NDArray]:
+        assert zarr.shapes is not None
+        which, start, shapes = zarr.array[local], zarr.start[local], zarr.shapes[local]
+        sizes = shapes.prod(axis=1)
+        out: list[NDArray] = [np.empty(0)] * len(local)
+        for k in np.unique(which).tolist():
+            chosen = np.flatnonzero(which == k)
+            reader = zarr.readers[k]
+            assert isinstance(reader, ArrayReader)
+            for i, span in zip(
+                chosen.tolist(), reader.spans(start[chosen], sizes[chosen]), strict=True
+            ):
+                out[i] = span.reshape(shapes[i])
+        return out
+
+    # -- loading, once per process (or once before forking) ---------------------------
+
+    def _local_column(self, column: str) -> pa.Array:
+        """One Parquet column for the local rows, in local order."""
+        parts = self.store.manifest.parts
+        used = np.unique(self.part).tolist()
+        tables = [self.store._read_part(parts[p], [column]).column(0) for p in used]
+        if not tables:
+            return pa.array([], part_schema(self.store.schema).field(column).type)
+        joined = pa.chunked_array([c for t in tables for c in t.chunks], tables[0].type)
+        joined = joined.combine_chunks()
+        first = np.zeros(len(parts), np.int64)
+        first[used] = np.cumsum([0] + [parts[p].rows for p in used[:-1]])
+        where = first[self.part] + self.row
+        if len(where) == len(joined) and np.array_equal(where, np.arange(len(where))):
+            return joined  # one write in index order: no reordering needed
+        return joined.take(pa.array(where))
+
+    def _parquet_column(self, key: str, spec: KeySchema) -> Any:
+        column = self._parquet.get(key)
+        if column is None:
+            arrow = self._local_column(key)
+            column = arrow if spec.dtype == dtypes.STRING else from_arrow(spec, arrow)
+            self._parquet[key] = column
+        return column
+
+    def _name_column(self) -> pa.Array:
+        if self._names is None:
+            self._names = self._local_column(NAME)
+        return self._names
+
+    def _zarr_key(self, key: str, spec: KeySchema) -> _ZarrKey:
+        found = self._zarr.get(key)
+        if found is not None:
+            return found
+        manifest = self.store.manifest
+        entries = [a for a in manifest.arrays if a.key == key]
+        share = self._zarr_budget()
+        readers: list[Reader] = []
+        for a in entries:
+            budget = int(share * a.payload_bytes)
+            reader = ArrayReader(self.store.fs, a)
+            # A fixed key that fits its share of the cache is decoded whole, as reads need it;
+            # otherwise the reader keeps its share of recently used chunks.
+            if not spec.ragged and DenseArray.nbytes(reader) <= budget:
+                readers.append(DenseArray(reader))
+            else:
+                readers.append(ArrayReader(self.store.fs, a, cache_bytes=budget))
+        slot = {(a.write_id, a.rank): i for i, a in enumerate(entries)}
+        parts = manifest.parts
+        array_of_part = np.array([slot[(p.write_id, p.rank)] for p in parts], np.int32)
+        if spec.ragged:
+            start, shapes = self._ragged_locations(key, spec)
+            found = _ZarrKey(readers, array_of_part[self.part], start, shapes)
+        else:
+            offset = np.array([p.array_offsets.get(key, 0) for p in parts], np.int64)
+            found = _ZarrKey(readers, array_of_part[self.part], offset[self.part] + self.row)
+        self._zarr[key] = found
+        return found
+
+    def _zarr_budget(self) -> float:
+        """Cache bytes per payload byte, the same for every Zarr key read."""
+        total = sum(a.payload_bytes for a in self.store.manifest.arrays if a.key in self.keys)
+        return self.cache_bytes / total if total else 0.0
+
+    def _ragged_locations(self, key: str, spec: KeySchema) -> tuple[NDArray, NDArray]:
+        """Per local row: where its elements start in the flat array, and its shape."""
+        start = self._local_column(offset_column(key)).to_numpy()
+        flat = self._local_column(shape_column(key)).flatten().to_numpy()
+        return start, flat.reshape(len(self), len(spec.shape))
