@@ -73,6 +73,7 @@ def run_predstore(workload: Workload, out: Path) -> dict[str, Any]:
     assert logits.shape == (workload.samples, 1000) and np.array_equal(
         logits[:256], data[0]["logits"]
     )
+
     def query():
         return (
             predstore.open(out)
@@ -81,6 +82,7 @@ def run_predstore(workload: Workload, out: Path) -> dict[str, Any]:
             .agg(pl.len(), pl.col("prob").mean())
             .collect()
         )
+
     group_seconds = min(timed(query)[0] for _ in range(5))
     return _figures(workload, out, seconds, peak, baseline, read_seconds, group_seconds)
 
@@ -123,10 +125,10 @@ def run_parquet(workload: Workload, out: Path, *, tuned: bool) -> dict[str, Any]
 
     read_seconds, logits = timed(read)
     assert np.array_equal(logits[:256], data[0]["logits"])
+
     def query():
-        return (
-            pl.scan_parquet(path).group_by("pred").agg(pl.len(), pl.col("prob").mean()).collect()
-        )
+        return pl.scan_parquet(path).group_by("pred").agg(pl.len(), pl.col("prob").mean()).collect()
+
     group_seconds = min(timed(query)[0] for _ in range(5))
     return _figures(workload, out, seconds, peak, baseline, read_seconds, group_seconds)
 

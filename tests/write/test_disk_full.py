@@ -55,7 +55,9 @@ class FillingFileSystem(LocalFileSystem):
 
 
 def write_until_full(path: Path, filesystem: LocalFileSystem | None = None) -> BaseException:
-    with predstore.StoreWriter(path, mode="append", filesystem=filesystem, shard_bytes=8 * 1200) as writer:
+    with predstore.StoreWriter(
+        path, mode="append", filesystem=filesystem, shard_bytes=8 * 1200
+    ) as writer:
         for start in range(1000, 100_000, 8):
             try:
                 writer.write(batch(range(start, start + 8)), range(start, start + 8))
@@ -71,7 +73,10 @@ def test_enospc_is_a_clear_error_and_the_last_commit_stays(tmp_path: Path) -> No
         writer.write(batch(range(40)), range(40))
     error = write_until_full(path, FillingFileSystem(path, budget=200_000))
     assert error.errno == errno.ENOSPC
-    assert any("rows this rank committed before it are intact" in n for n in getattr(error, "__notes__", []))
+    assert any(
+        "rows this rank committed before it are intact" in n
+        for n in getattr(error, "__notes__", [])
+    )
     store = predstore.open(path)
     assert_rows(store, range(40))  # generation 1, untouched
     assert store.manifest.generation == 1
@@ -81,9 +86,15 @@ def test_enospc_is_a_clear_error_and_the_last_commit_stays(tmp_path: Path) -> No
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     mount = tmp_path / "small"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], capture_output=True, check=False)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)],
+        capture_output=True,
+        check=False,
+    )
     if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.decode().strip()}); the injected ENOSPC test covers it")
+        pytest.skip(
+            f"cannot mount a small tmpfs here ({done.stderr.decode().strip()}); the injected ENOSPC test covers it"
+        )
     try:
         yield mount
     finally:
