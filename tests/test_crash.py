@@ -42,6 +42,7 @@ def test_the_seeds_reach_every_kind_of_moment() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(0)
 def test_soak(tmp_path: Path) -> None:
     """Hundreds of trials (PREDSTORE_SOAK_TRIALS, default 300); prints the summary for docs/resilience.md."""
     summary = soak(int(os.environ.get("PREDSTORE_SOAK_TRIALS", "300")), tmp_path, first_seed=1000)
