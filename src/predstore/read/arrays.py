@@ -175,6 +175,20 @@ class ArrayReader:
     def _read_chunks(self, chunk_ids: list[int]) -> list[NDArray]:
         layout = self._layout
         assert layout is not None
+        raws = self._raw_chunks(chunk_ids)
+        zeros = np.zeros((layout.chunk_len, *layout.sample), layout.dtype)
+
+        def decode(raw: Any) -> NDArray:
+            return zeros if raw is None else layout.decode(raw)
+
+        if len(raws) == 1:
+            return [decode(raws[0])]
+        return list(decode_pool().map(decode, raws))
+
+    def _raw_chunks(self, chunk_ids: list[int]) -> list[Any]:
+        """The encoded bytes of inner chunks ``chunk_ids`` (``None`` for an absent chunk)."""
+        layout = self._layout
+        assert layout is not None
         per_shard = layout.chunks_per_shard
         raws: list[Any] = []
         by_shard: dict[int, list[int]] = {}
@@ -202,14 +216,7 @@ class ArrayReader:
                     self.fs.read_range(path, o, n) if p else None
                     for o, n, p in zip(offsets.tolist(), lengths.tolist(), present, strict=True)
                 )
-        zeros = np.zeros((layout.chunk_len, *layout.sample), layout.dtype)
-
-        def decode(raw: Any) -> NDArray:
-            return zeros if raw is None else layout.decode(raw)
-
-        if len(raws) == 1:
-            return [decode(raws[0])]
-        return list(decode_pool().map(decode, raws))
+        return raws
 
     def _shard_file(self, shard: int) -> tuple[str, int]:
         zeros = (0,) * (len(self.entry.shape) - 1)
