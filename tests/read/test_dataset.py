@@ -105,6 +105,25 @@ def test_a_small_cache_reads_the_same_values(store: predstore.Store) -> None:
             check_item(item, ["logits", "emb", "mask"])
 
 
+def test_forked_workers_share_what_they_decode(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dataset = predstore.PredictionDataset(store_path, ["logits", "emb"])
+    dense = [r for k in ("logits", "emb") for r in dataset._state.reader._zarr[k].readers]  # type: ignore[union-attr]
+    assert not any(r.have.any() for r in dense)  # type: ignore[union-attr]
+    loader = DataLoader(dataset, batch_size=8, shuffle=True, num_workers=2)
+    assert sorted(i for b in loader for i in check_batch(b, ["logits", "emb"])) == list(range(N))
+    # What the workers decoded is here, for this process and the next epoch's workers.
+    assert all(r.have.all() for r in dense)  # type: ignore[union-attr]
+
+    def no_decoding(*args: Any) -> None:
+        raise AssertionError("a chunk was decoded again")
+
+    monkeypatch.setattr("predstore.read.rowreader.decode_into", no_decoding)
+    for i in range(N):
+        check_item(dataset[i], ["logits", "emb"])
+
+
 def test_preload_decodes_at_construction(store_path: Path) -> None:
     dataset = predstore.PredictionDataset(store_path, ["logits", "emb"], preload=True)
     dense = dataset._state.reader._zarr["logits"].readers  # type: ignore[union-attr]

@@ -18,7 +18,10 @@ the Zarr readers are opened anew.
 from __future__ import annotations
 
 import copy
+import mmap
+import multiprocessing
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -28,7 +31,7 @@ import pyarrow as pa
 
 from predstore.format import dtypes
 from predstore.format.schema import NAME, KeySchema, offset_column, part_schema, shape_column
-from predstore.read.arrays import ArrayReader
+from predstore.read.arrays import ArrayReader, decode_pool
 from predstore.read.columns import from_arrow
 
 if TYPE_CHECKING:
@@ -41,14 +44,21 @@ class DenseArray:
     """A whole fixed-shape array decoded into memory as reads need it, chunk by chunk.
 
     Random reads then cost one fancy index instead of a lookup per chunk;
-    memory pages are only touched once their chunk is decoded.
+    memory pages are only touched once their chunk is decoded. The memory
+    is shared with the processes forked from this one (DataLoader workers):
+    whichever decodes a chunk first decodes it for all, and what they
+    decoded stays with this process from one epoch's workers to the next.
     """
 
     def __init__(self, reader: ArrayReader) -> None:
         entry = reader.entry
         self.reader, self.chunk_len, self.length = reader, int(entry.chunks[0]), entry.length
-        self.data = np.empty((entry.length, *entry.shape[1:]), reader.dtype.zarr)
-        self.have = np.zeros(-(-entry.length // self.chunk_len), dtype=bool)
+        shape = (entry.length, *entry.shape[1:])
+        self.data = _shared_zeros(shape, reader.dtype.zarr)
+        self.have = _shared_zeros((-(-entry.length // self.chunk_len),), np.dtype(bool))
+        # Orders a process's writes of a chunk before its flag, for the processes that
+        # read the flag (a lock is a memory barrier on every architecture).
+        self._lock = multiprocessing.get_context("fork").Lock() if _FORK else threading.Lock()
 
     @staticmethod
     def nbytes(reader: ArrayReader) -> int:
@@ -63,32 +73,78 @@ class DenseArray:
 
     def rows(self, positions: NDArray) -> NDArray:
         chunks = np.unique(positions // self.chunk_len)
-        missing = chunks[~self.have[chunks]]
+        with self._lock:
+            missing = chunks[~self.have[chunks]]
         if missing.size:
             self._fill(missing)
         return self.reader.dtype.from_zarr(self.data[positions])
 
     def fill(self) -> None:
         """Decode every chunk not decoded yet."""
-        missing = np.flatnonzero(~self.have)
+        with self._lock:
+            missing = np.flatnonzero(~self.have)
         for start in range(0, len(missing), 64):  # bounded batches: memory stays flat
             self._fill(missing[start : start + 64])
 
     def _fill(self, missing: NDArray) -> None:
-        reader, length = self.reader, self.chunk_len
-        reader.array  # noqa: B018  (opening decides the layout)
-        if reader._layout is None:  # not predstore's shard layout: through zarr, chunk by chunk
-            for c in missing.tolist():
-                lo, hi = c * length, min((c + 1) * length, self.length)
-                self.data[lo:hi] = reader._range(lo, hi)
-        else:  # every missing chunk decoded at once, on the decode pool
-            for c, chunk in zip(missing.tolist(), reader._chunks(missing), strict=True):
-                lo, hi = c * length, min((c + 1) * length, self.length)
-                self.data[lo:hi] = chunk[: hi - lo]
-        self.have[missing] = True
+        # Two processes may decode the same chunk at once: they write the same bytes.
+        decode_into(self.reader, missing.tolist(), self.data, 0)
+        with self._lock:
+            self.have[missing] = True
+
+
+_FORK = hasattr(mmap, "MAP_SHARED") and "fork" in multiprocessing.get_all_start_methods()
+
+
+def _shared_zeros(shape: tuple[int, ...], dtype: np.dtype[Any]) -> NDArray:
+    """Zeros in memory that forked processes share (private memory where there is no fork)."""
+    count = int(np.prod(shape))
+    if not _FORK or count == 0:
+        return np.zeros(shape, dtype)
+    memory = mmap.mmap(-1, count * dtype.itemsize, flags=mmap.MAP_SHARED)  # zero-filled, lazily
+    return np.frombuffer(memory, dtype, count).reshape(shape)
 
 
 Reader = ArrayReader | DenseArray
+
+
+def decode_into(reader: ArrayReader, chunk_ids: list[int], out: NDArray, lo: int) -> None:
+    """Decode the rows of chunks ``chunk_ids`` that fall in ``out``, which holds rows from ``lo``.
+
+    Whole chunks are decoded straight into ``out`` (C-contiguous, the
+    array's on-disk dtype), on the decode pool: no memory is allocated for
+    them, which matters where touching new memory is slow. A chunk cut by
+    an end of ``out`` goes through a temporary.
+    """
+    hi = lo + len(out)
+    reader.array  # noqa: B018  (opening decides the layout)
+    layout, length = reader._layout, int(reader.entry.chunks[0])
+    spans = [
+        (c, max(lo, c * length), min(hi, (c + 1) * length, reader.entry.length)) for c in chunk_ids
+    ]
+    if layout is None:  # not predstore's shard layout: through zarr
+        for _, a, b in spans:
+            out[a - lo : b - lo] = reader._range(a, b)
+        return
+    for _, a, b in spans:
+        reader._check_bounds(a, b)
+    codec = layout.codec
+
+    def decode(job: tuple[tuple[int, int, int], Any]) -> None:
+        (c, a, b), raw = job
+        target = out[a - lo : b - lo]
+        if raw is None:  # a chunk never written holds the fill value
+            target[...] = 0
+        elif b - a == length and codec is not None:
+            codec.decode(raw, out=target)
+        else:
+            target[...] = layout.decode(raw)[a - c * length : b - c * length]
+
+    jobs = list(zip(spans, reader._raw_chunks(chunk_ids), strict=True))
+    if len(jobs) == 1:
+        decode(jobs[0])
+    else:
+        list(decode_pool().map(decode, jobs))
 
 
 @dataclass
@@ -144,15 +200,16 @@ class RowReader:
         return np.lexsort((self.row, self.part))
 
     def load(self, *, zarr: bool = False) -> None:
-        """Read the Parquet keys and the names now; with ``zarr``, decode the Zarr keys that fit too."""
+        """Read the Parquet keys and the names now, and set up the Zarr keys' caches (shared
+        with the processes forked from here on); with ``zarr``, decode what fits them too."""
         for key in self.keys:
             spec = self.store.schema.keys[key]
             if spec.storage == "parquet":
                 self._parquet_column(key, spec)
-            elif zarr:
-                for reader in self._zarr_key(key, spec).readers:
-                    if isinstance(reader, DenseArray):
-                        reader.fill()
+                continue
+            for reader in self._zarr_key(key, spec).readers:
+                if zarr and isinstance(reader, DenseArray):
+                    reader.fill()
         if self.has_names:
             self._name_column()
 
@@ -189,6 +246,40 @@ class RowReader:
         if spec.ragged:
             return self._ragged(zarr, local)
         return self._fixed(zarr, spec, local)
+
+    def plain(self, key: str) -> tuple[tuple[int, ...], np.dtype[Any]] | None:
+        """The shape and dtype of a row of ``key`` if its rows form one array (not strings,
+        ragged values or values with nulls), else ``None``."""
+        spec = self.store.schema.keys[key]
+        if spec.dtype == dtypes.STRING or spec.ragged:
+            return None
+        if spec.storage == "parquet" and np.ma.isMA(self._parquet_column(key, spec)):
+            return None
+        return tuple(int(d) for d in spec.shape if d is not None), dtypes.get(spec.dtype).numpy
+
+    def read_into(self, key: str, local: NDArray, out: NDArray) -> None:
+        """The values of a :meth:`plain` key for rows ``local``, written into ``out``.
+
+        Rows that lie one after the other in one array are decoded straight into ``out``.
+        """
+        spec = self.store.schema.keys[key]
+        if spec.storage == "parquet":
+            np.take(self._parquet_column(key, spec), local, axis=0, out=out, mode="clip")
+            return
+        zarr = self._zarr_key(key, spec)
+        which, start = zarr.array[local], zarr.start[local]
+        reader = zarr.readers[int(which[0])] if len(local) else None
+        lo, n = (int(start[0]), len(start)) if len(local) else (0, 0)
+        if (
+            isinstance(reader, ArrayReader)
+            and (which == which[0]).all()
+            and np.array_equal(start, np.arange(lo, lo + n))
+        ):
+            length = int(reader.entry.chunks[0])
+            chunks = list(range(lo // length, (lo + n - 1) // length + 1))
+            decode_into(reader, chunks, out.view(reader.dtype.zarr), lo)
+        else:
+            out[...] = self._fixed(zarr, spec, local)
 
     def names(self, local: NDArray) -> list[str | None]:
         names: list[str | None] = self._name_column().take(pa.array(local)).to_pylist()

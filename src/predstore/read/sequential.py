@@ -1,7 +1,7 @@
 """SequentialPredictionDataset: whole passes over a store, chunk after chunk.
 
 The rows of one dataloader are taken in storage order and cut into *units*:
-runs of rows that fill whole Zarr chunks (a few MiB of decoded values). An
+runs of rows that fill whole Zarr chunks (about a MiB of decoded values). An
 epoch orders the units (shuffled or not), lays their rows end to end and
 cuts that sequence into equal ranges, one per DDP rank, then each rank's
 range into whole batches, one contiguous share per DataLoader worker. Every
@@ -11,7 +11,9 @@ parallel decode per unit; shuffling mixes the rows of a buffer of units.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Sequence
+from queue import Queue
 from typing import Any, Literal
 
 import numpy as np
@@ -21,7 +23,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from predstore.errors import ConfigError
 from predstore.format.fs import FileSystem
 from predstore.format.manifest import StoreManifest
-from predstore.read.batching import items_of, read_rows, whole_batch
+from predstore.read.batching import INDEX, NAME, items_of, whole_batch
 from predstore.read.dataset import StoreLike, _choose, as_store, chosen_keys
 from predstore.read.rowreader import RowReader
 from predstore.read.store import Store
@@ -30,9 +32,9 @@ NDArray = np.ndarray[Any, Any]
 Balance = Literal["pad", "drop", "none"]
 
 MiB = 1 << 20
-UNIT_BYTES = 4 * MiB
+UNIT_BYTES = 1 * MiB
 """Decoded bytes per unit: the grain of reading, of shuffling and of splitting."""
-BUFFER_BYTES = 64 * MiB
+BUFFER_BYTES = 32 * MiB
 """Default shuffle buffer per process, in decoded bytes."""
 CACHE_BYTES = 16 * MiB
 """Decoded chunks kept per process: a unit's boundary chunk is then decoded once."""
@@ -60,8 +62,8 @@ class SequentialPredictionDataset(IterableDataset[Any]):
     elements are the items of :class:`PredictionDataset`, one by one.
 
     Rows come in storage order; ``shuffle=True`` shuffles the order of the
-    units (a few MiB of rows each) and the rows within a buffer of
-    ``buffer_size`` rows (about 64 MiB of values by default). Each DDP rank
+    units (about a MiB of rows each) and the rows within a buffer of
+    ``buffer_size`` rows (about 32 MiB of values by default). Each DDP rank
     (from ``torch.distributed``, or ``rank`` and ``world_size``) and each
     DataLoader worker reads its own share, never another's. ``balance``
     decides how ranks get equal shares, which DDP needs: ``"pad"`` repeats
@@ -161,7 +163,8 @@ class SequentialPredictionDataset(IterableDataset[Any]):
         rng = self._local_rng(epoch) if self.shuffle else None
         rows = self.batch_size or ROWS_PER_READ
         buffer = max(rows, self._buffer_rows(reader)) if self.shuffle else rows
-        for values in _batches(reader, chunks, rows, buffer, rng):
+        longest = int(lengths.max()) if len(lengths) else 1
+        for values in _batches(reader, chunks, rows, buffer, longest, rng):
             if self.batch_size is None:
                 yield from self._items(values)
             else:
@@ -296,62 +299,147 @@ def _batches(
     chunks: Iterator[NDArray],
     rows: int,
     buffer: int,
+    longest: int,
     rng: np.random.Generator | None,
 ) -> Iterator[dict[str, Any]]:
-    """Batches of ``rows`` rows (the last may be short), shuffled within ``buffer`` rows if ``rng``."""
-    held: list[dict[str, Any]] = []
-    count = 0
-    for local in chunks:
-        held.append(read_rows(reader, local))
-        count += len(local)
-        if count >= buffer:
-            pool = _concat(held)
-            order = rng.permutation(count) if rng is not None else None
-            full = count - count % rows
-            yield from _emit(pool, order, 0, full, rows)
-            rest = order[full:] if order is not None else np.arange(full, count)
-            held = [{k: _take(v, rest) for k, v in pool.items()}] if len(rest) else []
-            count = len(rest)
-    if count:
-        pool = _concat(held)
-        order = rng.permutation(count) if rng is not None else None
-        yield from _emit(pool, order, 0, count, rows)
+    """Batches of ``rows`` rows (the last may be short), shuffled within ``buffer`` rows if ``rng``.
+
+    ``longest`` bounds the rows of one chunk of ``chunks``. The rows of a
+    block that do not fill a last batch open the next block's first batch.
+    """
+    carry: dict[str, Any] | None = None
+    for block in _filled(reader, chunks, buffer + longest, buffer):
+        n = block.count
+        order = rng.permutation(n) if rng is not None else np.arange(n)
+        start = 0
+        if carry is not None:
+            start = min(n, rows - len(carry["index"]))
+            carry = _join(carry, block.take(order[:start]))
+            if len(carry["index"]) == rows:
+                yield carry
+                carry = None
+        end = start + (n - start) // rows * rows
+        for first in range(start, end, rows):
+            yield block.take(order[first : first + rows])
+        if end < n:
+            carry = block.take(order[end:])
+    if carry is not None:
+        yield carry
 
 
-def _emit(
-    pool: dict[str, Any], order: NDArray | None, lo: int, hi: int, rows: int
-) -> Iterator[dict[str, Any]]:
-    for start in range(lo, hi, rows):
-        stop = min(start + rows, hi)
-        if order is None:
-            yield {k: _slice(v, start, stop) for k, v in pool.items()}
-        else:
-            yield {k: _take(v, order[start:stop]) for k, v in pool.items()}
+def _filled(
+    reader: RowReader, chunks: Iterator[NDArray], capacity: int, threshold: int
+) -> Iterator[_Block]:
+    """Blocks of at least ``threshold`` rows (the last may hold fewer), read ahead.
+
+    Two blocks take turns: a thread of its own reads and decodes rows into
+    one (file reads and decoding release the GIL) while the consumer
+    takes batches out of the other, so reading overlaps with whatever is
+    done with the batches. A block is reused once the consumer asks for
+    the next one.
+    """
+    free: Queue[_Block | None] = Queue()
+    ready: Queue[tuple[_Block | None, BaseException | None]] = Queue()
+    for _ in range(2):
+        free.put(_Block(reader, capacity))
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            block = free.get()
+            for local in chunks:
+                if stop.is_set() or block is None:
+                    return
+                block.add(local)
+                if block.count >= threshold:
+                    ready.put((block, None))
+                    block = free.get()
+            if block is not None and block.count:
+                ready.put((block, None))
+            ready.put((None, None))
+        except BaseException as e:  # handed to the consumer, raised there
+            ready.put((None, e))
+
+    thread = threading.Thread(target=produce, name="predstore-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            block, error = ready.get()
+            if error is not None:
+                raise error
+            if block is None:
+                return
+            yield block
+            block.clear()
+            free.put(block)
+    finally:
+        stop.set()
+        free.put(None)  # wakes a producer waiting for a block
+        thread.join()
 
 
-def _concat(held: list[dict[str, Any]]) -> dict[str, Any]:
-    if len(held) == 1:
-        return held[0]
-    out: dict[str, Any] = {}
-    for key, first in held[0].items():
-        parts = [h[key] for h in held]
-        if isinstance(first, list):
-            out[key] = [row for p in parts for row in p]
-        elif any(isinstance(p, np.ma.MaskedArray) for p in parts):
-            out[key] = np.ma.concatenate(parts)  # type: ignore[no-untyped-call]
-        else:
-            out[key] = np.concatenate(parts)
-    return out
+class _Block:
+    """Rows read for the shuffle, in arrays allocated once per pass and reused.
+
+    Touching new memory is slow (and a pass would otherwise allocate its
+    whole size again): keys whose rows form one array are decoded straight
+    into the block's arrays; the others (ragged, strings, nulls) are kept as
+    lists of pieces.
+    """
+
+    def __init__(self, reader: RowReader, capacity: int) -> None:
+        self.reader, self.count = reader, 0
+        self.keys = [*reader.keys, INDEX, *([NAME] if reader.has_names else [])]
+        self.arrays: dict[str, NDArray] = {INDEX: np.empty(capacity, np.int64)}
+        for key in reader.keys:
+            plain = reader.plain(key)
+            if plain is not None:  # pages are only touched once rows land there
+                self.arrays[key] = np.empty((capacity, *plain[0]), plain[1])
+        self.pieces: dict[str, list[Any]] = {}
+        self._joined: dict[str, Any] | None = None
+
+    def add(self, local: NDArray) -> None:
+        at, n = self.count, len(local)
+        for key in self.reader.keys:
+            if key in self.arrays:
+                self.reader.read_into(key, local, self.arrays[key][at : at + n])
+            else:
+                self.pieces.setdefault(key, []).append(self.reader.values(key, local))
+        self.arrays[INDEX][at : at + n] = self.reader.index[local]
+        if self.reader.has_names:
+            names = np.array(self.reader.names(local), dtype=object)
+            self.pieces.setdefault(NAME, []).append(names)
+        self.count += n
+
+    def take(self, rows: NDArray) -> dict[str, Any]:
+        """The values of ``rows`` of the block, copied out of it."""
+        if self._joined is None:
+            self._joined = {k: _concat(p) for k, p in self.pieces.items()}
+        joined = self._joined
+        return {
+            k: self.arrays[k][rows] if k in self.arrays else _take(joined[k], rows)
+            for k in self.keys
+        }
+
+    def clear(self) -> None:
+        self.count, self.pieces, self._joined = 0, {}, None
+
+
+def _join(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    return {k: _concat([a[k], b[k]]) for k in a}
+
+
+def _concat(pieces: list[Any]) -> Any:
+    if len(pieces) == 1:
+        return pieces[0]
+    if isinstance(pieces[0], list):
+        return [row for p in pieces for row in p]
+    if any(np.ma.isMA(p) for p in pieces):
+        return np.ma.concatenate(pieces)  # type: ignore[no-untyped-call]
+    return np.concatenate(pieces)
 
 
 def _take(value: Any, rows: NDArray) -> Any:
     if isinstance(value, list):
         return [value[i] for i in rows.tolist()]
     return value[rows]
-
-
-def _slice(value: Any, start: int, stop: int) -> Any:
-    if isinstance(value, list):
-        return value[start:stop]
-    # A copy, so that a batch sent to the main process carries only its own rows.
-    return value[start:stop].copy()
