@@ -100,6 +100,43 @@ def disk_usage(path: Path) -> tuple[int, int]:
     return total, files
 
 
+def allocated_bytes(path: Path) -> int:
+    """Bytes the filesystem allocated for the files below ``path`` (small files round up to blocks)."""
+    return sum(
+        os.stat(os.path.join(root, name)).st_blocks * 512
+        for root, _, names in os.walk(path)
+        for name in names
+    )
+
+
+def _status_mb(field: str) -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field):
+                return int(line.split()[1]) / 1024
+    raise KeyError(field)
+
+
+def rss_mb() -> float:
+    """This process's resident set size now."""
+    return _status_mb("VmRSS:")
+
+
+def reset_peak_rss() -> float:
+    """Restart this process's peak-RSS count (Linux ``clear_refs``) and return the RSS now.
+
+    A forked child inherits its parent's high-water mark; after the reset,
+    ``peak_rss_since_reset() - (what this returned)`` is what the child added.
+    """
+    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")
+    return rss_mb()
+
+
+def peak_rss_since_reset() -> float:
+    return _status_mb("VmHWM:")
+
+
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     start = time.perf_counter()
     result = fn()
@@ -145,6 +182,79 @@ def run_isolated(module: str, args: list[str]) -> dict[str, Any]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _die_with_parent() -> None:
+    """Linux: this process gets SIGKILL when its parent dies (a killed suite leaves nothing)."""
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def run_forked(fn: Callable[..., Any], *args: Any, timeout: float = 1800) -> dict[str, Any]:
+    """Run ``fn(*args)`` in a forked child and return the dict it returns.
+
+    The child starts from this process as it is, libraries imported and
+    inputs generated (importing torch and Lightning takes 4-6 s per process
+    on a small machine), but keeps its own allocations, caches, threads and
+    peak RSS. This process must not have run torch operations (its OpenMP
+    thread pool does not survive a fork): leave the work to the children. An exception in the child comes back as ``{"error": ...}`` with
+    its type and traceback; a child that outlives ``timeout`` seconds is
+    killed and reported the same way.
+    """
+    import pickle
+    import select
+    import signal
+    import traceback
+
+    os.sync()  # start every measurement with no dirty pages of the previous one
+    sys.stdout.flush()
+    sys.stderr.flush()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        status = 0
+        try:
+            os.setpgid(0, 0)  # its own process group: whatever it starts ends with it
+            _die_with_parent()
+            os.close(read_end)
+            try:
+                result: dict[str, Any] = fn(*args)
+            except BaseException as error:
+                result = {
+                    "error": f"{type(error).__name__}: {error}",
+                    "error_type": type(error).__name__,
+                    "traceback": traceback.format_exc(),
+                }
+            with os.fdopen(write_end, "wb") as pipe:
+                pickle.dump(result, pipe)
+        except BaseException:
+            status = 1
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(status)
+    os.close(write_end)
+    chunks, deadline = [], time.monotonic() + timeout
+    with os.fdopen(read_end, "rb") as pipe:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([pipe], [], [], left)[0]:
+                os.killpg(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                return {"error": f"timed out after {timeout:.0f} s", "error_type": "Timeout"}
+            chunk = os.read(pipe.fileno(), 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    _, status = os.waitpid(pid, 0)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)  # workers the child left behind
+    if not chunks:
+        return {"error": f"the child died (wait status {status})", "error_type": "Died"}
+    return pickle.loads(b"".join(chunks))  # type: ignore[no-any-return]
+
+
 def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Per figure, the median over repetitions (non-numeric figures from the first run)."""
     result = dict(runs[0])
@@ -166,7 +276,10 @@ def machine() -> dict[str, Any]:
         "zarr",
         "numcodecs",
         "polars",
+        "pandas",
         "numpy",
+        "pylance",
+        "datasets",
     ):
         with contextlib.suppress(md.PackageNotFoundError):
             versions[name] = md.version(name)
