@@ -141,11 +141,11 @@ def arrow_batch(prediction: dict[str, Any], indices: list[int], workload: Worklo
         "name": pa.array(prediction["name"], pa.string()),
     }
     for key in workload.arrays:
-        values = prediction[key].numpy()
+        values = np.asarray(prediction[key])  # CPU tensors and numpy arrays alike, no copy
         flat = values.reshape(len(values), -1)
         columns[key] = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), flat.shape[1])
-    columns["pred"] = pa.array(prediction["pred"].numpy())
-    columns["prob"] = pa.array(prediction["prob"].numpy())
+    columns["pred"] = pa.array(np.asarray(prediction["pred"]))
+    columns["prob"] = pa.array(np.asarray(prediction["prob"]))
     return pa.RecordBatch.from_pydict(columns)
 
 

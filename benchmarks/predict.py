@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.alternatives import CONTENDERS
 from benchmarks.common import (
     WORK,
     disk_usage,
@@ -68,67 +69,9 @@ def _setup(samples: int, sleep: float) -> tuple[Any, Any, Any]:
     return workload, Trivial(), loader
 
 
-def _callback(writer: str, out: Path) -> Any:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    import torch
-    from lightning.pytorch.callbacks import BasePredictionWriter
-
-    import predstore
-
-    if writer == "predstore":
-        return predstore.PredictionWriter(str(out), name_key="name")
-
-    class TorchSaveWriter(BasePredictionWriter):
-        """The loose-file writer: one torch.save per sample, named by its index."""
-
-        def __init__(self) -> None:
-            super().__init__("batch")
-            out.mkdir(parents=True)
-
-        def write_on_batch_end(
-            self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx
-        ):  # type: ignore[no-untyped-def]
-            for i, index in enumerate(batch_indices):
-                sample = {
-                    "logits": prediction["logits"][i].clone(),
-                    "pred": prediction["pred"][i].clone(),
-                    "prob": prediction["prob"][i].clone(),
-                    "name": prediction["name"][i],
-                }
-                torch.save(sample, out / f"{index}.pt")
-
-    class ParquetStreamWriter(BasePredictionWriter):
-        """The floor: the same batches as row groups of one Parquet file (no index, arrays, commit)."""
-
-        def __init__(self) -> None:
-            super().__init__("batch")
-            out.mkdir(parents=True)
-            self.writer: Any = None
-
-        def write_on_batch_end(
-            self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx
-        ):  # type: ignore[no-untyped-def]
-            logits = prediction["logits"].numpy()
-            table = pa.table(
-                {
-                    "logits": pa.FixedSizeListArray.from_arrays(
-                        pa.array(logits.reshape(-1)), logits.shape[1]
-                    ),
-                    "pred": prediction["pred"].numpy(),
-                    "prob": prediction["prob"].numpy(),
-                    "name": prediction["name"],
-                }
-            )
-            self.writer = self.writer or pq.ParquetWriter(
-                out / "floor.parquet", table.schema, use_dictionary=["name"]
-            )
-            self.writer.write_table(table)
-
-        def on_predict_end(self, trainer, pl_module):  # type: ignore[no-untyped-def]
-            self.writer.close()
-
-    return TorchSaveWriter() if writer == "torch_save" else ParquetStreamWriter()
+def _callback(writer: str, out: Path, samples: int) -> Any:
+    """The writer callback of ``benchmarks.alternatives``: predstore, torch_save or parquet."""
+    return CONTENDERS[writer].callback(out, w1(samples))
 
 
 def measure(writer: str, samples: int, sleep: float) -> dict[str, Any]:
@@ -138,7 +81,7 @@ def measure(writer: str, samples: int, sleep: float) -> dict[str, Any]:
     workload, model, loader = _setup(samples, sleep)
     out = WORK / f"predict-{writer}"
     shutil.rmtree(out, ignore_errors=True)
-    callbacks = [] if writer == "none" else [_callback(writer, out)]
+    callbacks = [] if writer == "none" else [_callback(writer, out, samples)]
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=1,

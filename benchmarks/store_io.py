@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.alternatives import arrow_batch, sample_of
 from benchmarks.common import (
     WORK,
     Workload,
@@ -89,7 +90,6 @@ def run_predstore(workload: Workload, out: Path) -> dict[str, Any]:
 
 def run_parquet(workload: Workload, out: Path, *, tuned: bool) -> dict[str, Any]:
     import polars as pl
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     data, baseline = _prepare(workload)
@@ -100,19 +100,9 @@ def run_parquet(workload: Workload, out: Path, *, tuned: bool) -> dict[str, Any]
     def write() -> None:
         writer = None
         for b in data:
-            logits = b["logits"]
-            table = pa.table(
-                {
-                    "logits": pa.FixedSizeListArray.from_arrays(
-                        pa.array(logits.reshape(-1)), logits.shape[1]
-                    ),
-                    "pred": b["pred"],
-                    "prob": b["prob"],
-                    "name": b["name"],
-                }
-            )
-            writer = writer or pq.ParquetWriter(path, table.schema, **options)
-            writer.write_table(table)
+            rows = arrow_batch(b, b["index"], workload)
+            writer = writer or pq.ParquetWriter(path, rows.schema, **options)
+            writer.write_batch(rows)
         assert writer is not None
         writer.close()
 
@@ -147,13 +137,7 @@ def run_torch_save(workload: Workload, out: Path) -> dict[str, Any]:
     def write() -> None:
         for b in tensors:
             for i, index in enumerate(b["index"].tolist()):
-                sample = {
-                    "logits": b["logits"][i].clone(),
-                    "pred": b["pred"][i].clone(),
-                    "prob": b["prob"][i].clone(),
-                    "name": b["name"][i],
-                }
-                torch.save(sample, out / f"{index}.pt")
+                torch.save(sample_of(b, i, workload), out / f"{index}.pt")
 
     seconds, _ = timed(write)
     peak = peak_rss_mb()
