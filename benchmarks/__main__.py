@@ -16,6 +16,7 @@ Run final measurements alone on the machine: flock /tmp/predstore-bench.lock pyt
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -71,14 +72,27 @@ def settings_of(args: argparse.Namespace) -> Settings:
 
 def refresh_page(page: Path, results_text: str, chart: Path) -> None:
     """Replace the results part of the page (between its markers), or write a bare page."""
-    relative = Path(*[".."] * (len(page.parent.resolve().parts) - len(Path("/").parts)))
-    link = (relative / chart.resolve().relative_to("/")).as_posix()
+    link = Path(os.path.relpath(chart.resolve(), page.parent.resolve())).as_posix()
     block = f"{START}\n![predstore against the alternatives]({link})\n\n{results_text}\n{END}"
     text = page.read_text() if page.exists() else f"# Benchmarks\n\n{START}\n{END}\n"
     if START not in text or END not in text:
         raise SystemExit(f"{page} has no {START} ... {END} markers: not overwriting it")
     head, rest = text.split(START, 1)
     page.write_text(head + block + rest.split(END, 1)[1])
+
+
+def _commit() -> str:
+    """The predstore commit measured ("-dirty": with uncommitted changes in the tree)."""
+    import subprocess
+
+    done = subprocess.run(
+        ["git", "describe", "--always", "--dirty"],
+        cwd=ROOT.parent,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return done.stdout.strip() or "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = settings_of(args)
     results = run(settings)
     document = {
-        "machine": machine(),
+        "machine": machine() | {"commit": _commit()},
         "command": shlex.join(["python", "-m", "benchmarks", *(argv or sys.argv[1:])]),
         "settings": {
             "reps": settings.reps,

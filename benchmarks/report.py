@@ -272,7 +272,7 @@ def markdown(document: dict[str, Any]) -> str:
         f"repetitions, medians.",
         "",
         f"Machine: {info['cpus']} cores, {info['memory_gib']} GiB, Python {info['python']}, "
-        f"{info['platform']}. Versions: {versions}.",
+        f"{info['platform']}. Versions: {versions}. predstore at commit {info.get('commit', '?')}.",
         "",
     ]
     for workload in document["workloads"].values():
