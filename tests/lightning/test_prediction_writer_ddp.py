@@ -22,7 +22,10 @@ pytestmark = pytest.mark.ddp
 def run_job(
     path: Path, *args: str, check: bool = True
 ) -> tuple[dict[str, Any] | None, subprocess.CompletedProcess[str]]:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore::DeprecationWarning"}
+    # Without PL_GLOBAL_SEED (another test's seed_everything may have set it in this process),
+    # as a job nobody seeded: each rank then draws its own shuffle order.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PL_")}
+    env["PYTHONWARNINGS"] = "ignore::DeprecationWarning"
     done = subprocess.run(
         [sys.executable, str(JOB), str(path), "--devices", "2", *args],
         capture_output=True,
