@@ -303,6 +303,10 @@ def test_gaps_duplicates_and_dataloaders(tmp_path: Path) -> None:
     assert dataset.by_index(4)["pred"].item() == 4 % 7  # the first committed row
     other = predstore.PredictionDataset(path, "pred", dataloader_idx=1)
     assert [item["pred"].item() for item in other] == [7, 8]
+    empty = predstore.PredictionDataset(path, "pred", dataloader_idx=5)
+    assert len(empty) == 0 and list(empty) == []
+    with pytest.raises(OutOfRangeError, match="item 0 is out of range: the dataset is empty"):
+        empty[0]
     with pytest.raises(MissingRowsError, match="1 of the 3 samples"):
         predstore.PredictionDataset(path, source=Inputs(3), dataloader_idx=1)
 

@@ -1,9 +1,11 @@
 """PredictionDataset: the rows of a store as a map-style torch Dataset.
 
 The dataset pickles as a description (the store's location and manifest,
-the options, the source dataset): every process that reads from it, a
-DataLoader worker under fork or spawn included, opens the store itself on
-its first read and keeps its own cache of decoded chunks.
+the options, the source dataset): a process that receives it by pickling
+(a spawned DataLoader worker) opens the store itself on its first read. A
+forked worker inherits what the building process loaded (small values,
+the row index) and shares its cache of decoded Zarr values, re-opening
+only the array readers.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ Missing = Literal["error", "skip"]
 
 MiB = 1 << 20
 DEFAULT_CACHE_BYTES = 256 * MiB
-"""Decoded Zarr chunks each process keeps: enough for a whole W1 or W3 store."""
+"""Decoded Zarr values kept: enough for 50,000 x float32[1000] logits."""
 
 
 class PredictionDataset(Dataset[Any]):
@@ -65,9 +67,13 @@ class PredictionDataset(Dataset[Any]):
     prediction is an error at construction (``MissingRowsError``, naming
     how many and which), unless ``missing="skip"`` leaves it out.
 
-    Batches read through ``__getitems__`` (what DataLoader calls) read all
-    their rows at once; each process keeps ``cache_bytes`` of decoded Zarr
-    chunks, so random order decodes each chunk about once per epoch.
+    Construction reads the small (Parquet) values and the names. A batch
+    (``__getitems__``, what DataLoader calls) is read at once. Fixed-shape
+    Zarr keys are decoded into a cache of up to ``cache_bytes`` as reads
+    need them, shared with forked DataLoader workers and kept across
+    epochs (``preload=True``: decoded at construction); keys that do not
+    fit keep that many bytes of recently used chunks instead. For the
+    fastest loading, pass ``collate_fn=PredictionDataset.collate``.
     """
 
     def __init__(
@@ -120,17 +126,17 @@ class PredictionDataset(Dataset[Any]):
         """The items at ``items``, read together (DataLoader calls this once per batch)."""
         numbers = self._check(items)
         state = self._process_state()
-        values: dict[str, Any] | None = read_rows(state.reader, state.items[numbers])
-        assert values is not None
+        values = read_rows(state.reader, state.items[numbers])
         preds: list[Any] = items_of(values, as_torch=self.as_torch)
+        whole: dict[str, Any] | None = values  # what collate() may take at once
         if self.transform is not None:
-            preds, values = [self.transform(p) for p in preds], None
+            preds, whole = [self.transform(p) for p in preds], None
         if self.source is None:
-            return Items(preds, values, as_torch=self.as_torch)
+            return Items(preds, whole, as_torch=self.as_torch)
         at = numbers if state.source_positions is None else state.source_positions[numbers]
         sources = source_items(self.source, at.tolist())
         pairs = list(zip(sources, preds, strict=True))
-        return Items(pairs, values, sources, as_torch=self.as_torch)
+        return Items(pairs, whole, sources, as_torch=self.as_torch)
 
     @staticmethod
     def collate(batch: Sequence[Any]) -> Any:
@@ -225,9 +231,10 @@ class PredictionDataset(Dataset[Any]):
         n = self._length
         bad = (numbers < -n) | (numbers >= n)
         if bad.any():
+            has = f"has {n} items (0..{n - 1})" if n else "is empty"
             raise OutOfRangeError(
-                f"item {int(numbers[bad][0])} is out of range: the dataset has {n} items "
-                f"(0..{n - 1}); look a row up by its global index with by_index()"
+                f"item {int(numbers[bad][0])} is out of range: the dataset {has}; "
+                "look a row up by its global index with by_index()"
             )
         return np.where(numbers < 0, numbers + n, numbers)
 
