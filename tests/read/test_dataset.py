@@ -218,7 +218,10 @@ def test_join_with_nested_subsets_uses_the_root_indices(store: predstore.Store) 
         (0, 0),
     ]
     loader = DataLoader(pairs, batch_size=2, collate_fn=predstore.PredictionDataset.collate)
-    (_, i), preds = next(iter(loader))
+    batch = next(iter(loader))
+    default = next(iter(DataLoader(pairs, batch_size=2)))
+    assert type(batch) is type(default) is list and type(batch[0]) is type(default[0]) is list
+    (_, i), preds = batch
     assert i.tolist() == [89, 79] and preds["pred"].tolist() == [89 % 7, 79 % 7]
 
 

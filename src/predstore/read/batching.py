@@ -113,12 +113,12 @@ def collate(batch: Sequence[Any]) -> Any:
     """
     if isinstance(batch, Items) and batch.values is not None:
         whole = whole_batch(batch.values, as_torch=batch.as_torch)
-        return whole if batch.sources is None else (collate(batch.sources), whole)
+        return whole if batch.sources is None else [collate(batch.sources), whole]
     first = batch[0]
     if isinstance(first, Mapping):
         return {k: collate([b[k] for b in batch]) for k in first}
-    if isinstance(first, tuple) and not hasattr(first, "_fields"):
-        return tuple(collate(list(column)) for column in zip(*batch, strict=True))
+    if isinstance(first, tuple) and not hasattr(first, "_fields"):  # a list, as default_collate
+        return [collate(list(column)) for column in zip(*batch, strict=True)]
     if isinstance(first, torch.Tensor):
         if all(isinstance(b, torch.Tensor) and b.shape == first.shape for b in batch):
             return default_collate(list(batch))
