@@ -172,8 +172,8 @@ def test_units_and_buffer_shuffle_rows_across_the_store(store_path: Path) -> Non
 def test_len_follows_the_world(store_path: Path) -> None:
     single = predstore.SequentialPredictionDataset(store_path, "pred")
     assert len(single) == N
-    batched = predstore.SequentialPredictionDataset(store_path, "pred", batch_size=8)
-    assert len(batched) == 12
+    batched = predstore.open(store_path).sequential_dataset("pred", batch_size=8)
+    assert isinstance(batched, predstore.SequentialPredictionDataset) and len(batched) == 12
     ranked = predstore.SequentialPredictionDataset(
         store_path, "pred", batch_size=8, rank=1, world_size=4
     )
