@@ -18,11 +18,12 @@ the Zarr readers are opened anew.
 from __future__ import annotations
 
 import copy
+import functools
 import mmap
 import multiprocessing
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -108,6 +109,9 @@ def _shared_zeros(shape: tuple[int, ...], dtype: np.dtype[Any]) -> NDArray:
 Reader = ArrayReader | DenseArray
 
 
+Job = Callable[[], None]
+
+
 def decode_into(reader: ArrayReader, chunk_ids: list[int], out: NDArray, lo: int) -> None:
     """Decode the rows of chunks ``chunk_ids`` that fall in ``out``, which holds rows from ``lo``.
 
@@ -116,6 +120,19 @@ def decode_into(reader: ArrayReader, chunk_ids: list[int], out: NDArray, lo: int
     them, which matters where touching new memory is slow. A chunk cut by
     an end of ``out`` goes through a temporary.
     """
+    run_jobs(decode_jobs(reader, chunk_ids, out, lo))
+
+
+def run_jobs(jobs: list[Job]) -> None:
+    """Run ``jobs`` (each releases the GIL for most of its time) on the decode pool."""
+    if len(jobs) == 1:
+        jobs[0]()
+    elif jobs:
+        list(decode_pool().map(lambda job: job(), jobs))
+
+
+def decode_jobs(reader: ArrayReader, chunk_ids: list[int], out: NDArray, lo: int) -> list[Job]:
+    """What :func:`decode_into` does, as one job per chunk (the shards are read here)."""
     hi = lo + len(out)
     reader.array  # noqa: B018  (opening decides the layout)
     layout, length = reader._layout, int(reader.entry.chunks[0])
@@ -125,13 +142,12 @@ def decode_into(reader: ArrayReader, chunk_ids: list[int], out: NDArray, lo: int
     if layout is None:  # not predstore's shard layout: through zarr
         for _, a, b in spans:
             out[a - lo : b - lo] = reader._range(a, b)
-        return
+        return []
     for _, a, b in spans:
         reader._check_bounds(a, b)
     codec = layout.codec
 
-    def decode(job: tuple[tuple[int, int, int], Any]) -> None:
-        (c, a, b), raw = job
+    def decode(c: int, a: int, b: int, raw: Any) -> None:
         target = out[a - lo : b - lo]
         if raw is None:  # a chunk never written holds the fill value
             target[...] = 0
@@ -140,11 +156,10 @@ def decode_into(reader: ArrayReader, chunk_ids: list[int], out: NDArray, lo: int
         else:
             target[...] = layout.decode(raw)[a - c * length : b - c * length]
 
-    jobs = list(zip(spans, reader._raw_chunks(chunk_ids), strict=True))
-    if len(jobs) == 1:
-        decode(jobs[0])
-    else:
-        list(decode_pool().map(decode, jobs))
+    raws = reader._raw_chunks(chunk_ids)
+    return [
+        functools.partial(decode, c, a, b, raw) for (c, a, b), raw in zip(spans, raws, strict=True)
+    ]
 
 
 @dataclass
@@ -257,15 +272,17 @@ class RowReader:
             return None
         return tuple(int(d) for d in spec.shape if d is not None), dtypes.get(spec.dtype).numpy
 
-    def read_into(self, key: str, local: NDArray, out: NDArray) -> None:
-        """The values of a :meth:`plain` key for rows ``local``, written into ``out``.
+    def read_into(self, key: str, local: NDArray, out: NDArray) -> list[Job]:
+        """Write the values of a :meth:`plain` key for rows ``local`` into ``out``.
 
-        Rows that lie one after the other in one array are decoded straight into ``out``.
+        Rows that lie one after the other in one array are decoded straight
+        into ``out``: that is left to the jobs returned, to be run (and
+        :func:`run_jobs` runs them in parallel) before ``out`` is read.
         """
         spec = self.store.schema.keys[key]
         if spec.storage == "parquet":
             np.take(self._parquet_column(key, spec), local, axis=0, out=out, mode="clip")
-            return
+            return []
         zarr = self._zarr_key(key, spec)
         which, start = zarr.array[local], zarr.start[local]
         reader = zarr.readers[int(which[0])] if len(local) else None
@@ -277,9 +294,9 @@ class RowReader:
         ):
             length = int(reader.entry.chunks[0])
             chunks = list(range(lo // length, (lo + n - 1) // length + 1))
-            decode_into(reader, chunks, out.view(reader.dtype.zarr), lo)
-        else:
-            out[...] = self._fixed(zarr, spec, local)
+            return decode_jobs(reader, chunks, out.view(reader.dtype.zarr), lo)
+        out[...] = self._fixed(zarr, spec, local)
+        return []
 
     def names(self, local: NDArray) -> list[str | None]:
         names: list[str | None] = self._name_column().take(pa.array(local)).to_pylist()

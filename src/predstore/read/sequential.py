@@ -25,7 +25,7 @@ from predstore.format.fs import FileSystem
 from predstore.format.manifest import StoreManifest
 from predstore.read.batching import INDEX, NAME, items_of, whole_batch
 from predstore.read.dataset import StoreLike, _choose, as_store, chosen_keys
-from predstore.read.rowreader import RowReader
+from predstore.read.rowreader import Job, RowReader, run_jobs
 from predstore.read.store import Store
 
 NDArray = np.ndarray[Any, Any]
@@ -162,7 +162,7 @@ class SequentialPredictionDataset(IterableDataset[Any]):
         chunks = (order[a:b] for a, b in pieces)
         rng = self._local_rng(epoch) if self.shuffle else None
         rows = self.batch_size or ROWS_PER_READ
-        buffer = max(rows, self._buffer_rows(reader)) if self.shuffle else rows
+        buffer = max(rows, self._buffer_rows(reader))
         longest = int(lengths.max()) if len(lengths) else 1
         for values in _batches(reader, chunks, rows, buffer, longest, rng):
             if self.batch_size is None:
@@ -346,15 +346,18 @@ def _filled(
 
     def produce() -> None:
         try:
-            block = free.get()
+            block, pending, count = free.get(), [], 0
             for local in chunks:
                 if stop.is_set() or block is None:
                     return
-                block.add(local)
-                if block.count >= threshold:
+                pending.append(local)
+                count += len(local)
+                if count >= threshold:
+                    block.add(pending)
                     ready.put((block, None))
-                    block = free.get()
-            if block is not None and block.count:
+                    block, pending, count = free.get(), [], 0
+            if block is not None and pending:
+                block.add(pending)
                 ready.put((block, None))
             ready.put((None, None))
         except BaseException as e:  # handed to the consumer, raised there
@@ -398,18 +401,22 @@ class _Block:
         self.pieces: dict[str, list[Any]] = {}
         self._joined: dict[str, Any] | None = None
 
-    def add(self, local: NDArray) -> None:
-        at, n = self.count, len(local)
-        for key in self.reader.keys:
-            if key in self.arrays:
-                self.reader.read_into(key, local, self.arrays[key][at : at + n])
-            else:
-                self.pieces.setdefault(key, []).append(self.reader.values(key, local))
-        self.arrays[INDEX][at : at + n] = self.reader.index[local]
-        if self.reader.has_names:
-            names = np.array(self.reader.names(local), dtype=object)
-            self.pieces.setdefault(NAME, []).append(names)
-        self.count += n
+    def add(self, chunks: list[NDArray]) -> None:
+        """Read the rows of ``chunks``, decoding every chunk of them at once on the decode pool."""
+        jobs: list[Job] = []
+        for local in chunks:
+            at, n = self.count, len(local)
+            for key in self.reader.keys:
+                if key in self.arrays:
+                    jobs += self.reader.read_into(key, local, self.arrays[key][at : at + n])
+                else:
+                    self.pieces.setdefault(key, []).append(self.reader.values(key, local))
+            self.arrays[INDEX][at : at + n] = self.reader.index[local]
+            if self.reader.has_names:
+                names = np.array(self.reader.names(local), dtype=object)
+                self.pieces.setdefault(NAME, []).append(names)
+            self.count += n
+        run_jobs(jobs)
 
     def take(self, rows: NDArray) -> dict[str, Any]:
         """The values of ``rows`` of the block, copied out of it."""
