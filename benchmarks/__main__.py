@@ -16,10 +16,12 @@ Run final measurements alone on the machine: flock /tmp/predstore-bench.lock pyt
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 from benchmarks.alternatives import CONTENDERS
 from benchmarks.common import ROOT, WORK, machine
@@ -55,6 +57,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--no-page", action="store_true", help="leave the results page alone")
     parser.add_argument("--work", type=Path, default=WORK / "suite", help="scratch directory")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per measurement")
+    parser.add_argument(
+        "--render",
+        type=Path,
+        metavar="JSON",
+        help="measure nothing: write the tables, chart and page again from a latest.json",
+    )
     return parser.parse_args(argv)
 
 
@@ -100,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [c for c in args.contenders.split(",") if c and c not in CONTENDERS]
     if unknown:
         raise SystemExit(f"unknown contenders {unknown}; choose from {list(CONTENDERS)}")
+    if args.render is not None:
+        document = json.loads(args.render.read_text())
+        document["bars"] = [b.as_dict() for b in bars(document["workloads"])]
+        return publish(document, args)
     settings = settings_of(args)
     results = run(settings)
     document = {
@@ -113,6 +125,11 @@ def main(argv: list[str] | None = None) -> int:
         "workloads": results,
         "bars": [b.as_dict() for b in bars(results)],
     }
+    return publish(document, args)
+
+
+def publish(document: dict[str, Any], args: argparse.Namespace) -> int:
+    """Write the results, the chart and the page; print the tables; 1 if any check failed."""
     chart = args.results / "latest.png"
     text = write_results(document, args.results, chart)
     if not args.no_page:
@@ -120,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     failed = [
         f"{w['name']}: {key}: {entry['failed']}"
-        for w in results.values()
+        for w in document["workloads"].values()
         for key, entry in w["contenders"].items()
         if "failed" in entry
     ]

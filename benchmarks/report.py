@@ -291,58 +291,72 @@ def markdown(document: dict[str, Any]) -> str:
 
 # -- the chart --------------------------------------------------------------------------------
 
-PANELS = (
-    ("overhead_s", "writer overhead, s (lower is better)"),
-    ("analysis_s", "analysis, s (lower is better)"),
-    ("load_samples_per_s", "loading, samples/s (higher is better)"),
-    ("disk_mb", "on disk, MB (lower is better)"),
+PANELS = (  # figure, title, log scale, unit
+    ("overhead_s", "writer overhead, s (lower is better)", True, "s"),
+    ("analysis_s", "analysis, s (lower is better)", True, "s"),
+    ("load_samples_per_s", "loading, samples/s (higher is better)", False, "/s"),
+    ("disk_mb", "on disk, MB (lower is better)", False, "MB"),
 )
 
 
+def _label(value: float, unit: str) -> str:
+    if unit == "s":
+        return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.1f} s"
+    if unit == "/s":
+        return f"{value / 1000:.1f}k/s" if value >= 1000 else f"{value:.0f}/s"
+    return f"{value:,.0f} {unit}"
+
+
 def chart(document: dict[str, Any], path: Path) -> None:
-    """One row of log-scale bars per workload: write overhead, analysis, loading, size."""
+    """One row of bars per workload: write overhead and analysis (log), loading and size."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     workloads = list(document["workloads"].values())
     keys = [k for k in CONTENDERS if any(k in w["contenders"] for w in workloads)]
     fig, axes = plt.subplots(
         len(workloads),
         len(PANELS),
-        figsize=(4.2 * len(PANELS), 0.38 * len(keys) * len(workloads) + 1.5),
+        figsize=(4.4 * len(PANELS), 0.36 * len(keys) * len(workloads) + 1.6),
         squeeze=False,
     )
     for row, workload in enumerate(workloads):
         f = figures(workload)
-        for col, (figure, label) in enumerate(PANELS):
+        for col, (figure, label, log, unit) in enumerate(PANELS):
             ax = axes[row][col]
-            names, values, colors = [], [], []
+            values: list[float | None] = []
             for key in keys:
                 value = f.get(key, {}).get(figure)
                 if figure == "overhead_s" and value is not None:
                     value = max(value, MIN_OVERHEAD_S)
-                names.append(CONTENDERS[key].title)
-                values.append(value if value is not None else 0)
-                colors.append("#d95f02" if key == "predstore" else "#7570b3")
-            y = range(len(names))
-            ax.barh(list(y), values, color=colors)
-            for i, value in enumerate(values):
-                if not value:
-                    ax.text(
-                        0.02,
-                        i,
-                        "not run",
-                        va="center",
-                        transform=ax.get_yaxis_transform(),
-                        fontsize=7,
-                        color="grey",
-                    )
-            if any(values):
+                values.append(value)
+            shown = [v for v in values if v]
+            y = list(range(len(keys)))
+            colors = ["#d95f02" if k == "predstore" else "#7570b3" for k in keys]
+            if log and shown:
                 ax.set_xscale("log")
-            ax.set_yticks(list(y))
-            ax.set_yticklabels(names if col == 0 else [""] * len(names), fontsize=8)
+                ax.set_xlim(min(shown) / 4, max(shown) * 12)
+                ax.xaxis.set_minor_formatter(NullFormatter())
+            elif shown:
+                ax.set_xlim(0, max(shown) * 1.45)
+            left = ax.get_xlim()[0]
+            ax.barh(y, [v or 0 for v in values], left=left if log else 0, color=colors)
+            if log:  # bars of a log axis start at its left edge
+                for patch, value in zip(ax.patches, values, strict=True):
+                    patch.set_width((value or left) - left)
+            for i, value in enumerate(values):
+                text = _label(value, unit) if value else "not run"
+                at = value if value else left
+                ax.text(
+                    at, i, f" {text}", va="center", fontsize=7, color="black" if value else "grey"
+                )
+            ax.set_yticks(y)
+            ax.set_yticklabels(
+                [CONTENDERS[k].title for k in keys] if col == 0 else [""] * len(keys), fontsize=8
+            )
             ax.invert_yaxis()
             ax.tick_params(axis="x", labelsize=7)
             ax.set_title(f"{workload['name']}: {label}" if col == 0 else label, fontsize=9)
