@@ -113,9 +113,10 @@ def main(argv: list[str] | None = None) -> int:
         document["bars"] = [b.as_dict() for b in bars(document["workloads"])]
         return publish(document, args)
     settings = settings_of(args)
+    commit = _commit()  # before measuring: the code every repetition runs is loaded now
     results = run(settings)
     document = {
-        "machine": machine() | {"commit": _commit()},
+        "machine": machine() | {"commit": commit},
         "command": shlex.join(["python", "-m", "benchmarks", *(argv or sys.argv[1:])]),
         "settings": {
             "reps": settings.reps,

@@ -217,3 +217,14 @@ def test_bars_follow_the_figures_of_one_run() -> None:
     assert csv.met is None and "not here" in csv.note
     files = found["at most payload/16 MiB + 5 files (one rank)"]
     assert files.value == 29 and files.met is False  # 400 MB / 16 MiB + 5 = 28.8
+
+
+def test_an_absent_optional_package_skips_its_contender_with_a_message() -> None:
+    class Absent(Parquet):
+        key = "absent"
+        modules = ("predstore_no_such_package",)
+
+    reason = Absent().skip_reason(w1(10))
+    assert reason is not None
+    assert "predstore_no_such_package not installed" in reason and "bench-extra" in reason
+    assert Parquet().skip_reason(w1(10)) is None
