@@ -143,16 +143,16 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - start, result
 
 
-def warm_page_cache(megabytes: int) -> None:
+def warm_page_cache(megabytes: int, where: Path = WORK) -> None:
     """Write and delete ``megabytes`` of scratch files.
 
     On a virtual machine the first pages the guest ever uses are far slower
     to fill than recycled ones; without this, whichever contender runs first
     pays for it.
     """
-    WORK.mkdir(parents=True, exist_ok=True)
+    where.mkdir(parents=True, exist_ok=True)
     block = os.urandom(64 << 20)
-    paths = [WORK / f"warm-{i}" for i in range(max(1, megabytes // 64))]
+    paths = [where / f"warm-{i}" for i in range(max(1, megabytes // 64))]
     for path in paths:
         path.write_bytes(block)
     for path in paths:

@@ -254,7 +254,7 @@ def run(settings: Settings) -> dict[str, Any]:
         predstore.PredictionDataset  # noqa: B018
 
     workloads = {key: settings.workload(key) for key in settings.workloads}
-    warm_page_cache(2 * max(w.payload for w in workloads.values()) >> 20)
+    warm_page_cache(2 * max(w.payload for w in workloads.values()) >> 20, settings.work)
     results: dict[str, Any] = {}
     for key, workload in workloads.items():
         log(f"{workload.name}: {workload.samples:,} samples, {workload.payload / 1e6:,.0f} MB")
