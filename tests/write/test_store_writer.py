@@ -4,6 +4,7 @@ import json
 import os
 import threading
 import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -283,18 +284,26 @@ def test_commit_interval_bounds_what_a_crash_can_lose(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("background", [False, True])
 def test_memory_stays_bounded_by_the_buffers(tmp_path: Path, background: bool) -> None:
-    """Rows not yet committed never exceed one shard (two with a commit in flight)."""
-    row_bytes = 300 * 4
-    writer = predstore.StoreWriter(
-        tmp_path / "s", shard_bytes=128 * row_bytes, row_group_bytes=4096, background=background
-    )
-    most_buffered = 0
-    for start in range(0, 3000, 50):
-        writer.write(batch(range(start, start + 50)), range(start, start + 50))
-        most_buffered = max(most_buffered, start + 50 - writer.rows_committed)
-    writer.close()
-    assert most_buffered <= (256 if background else 128)
-    assert len(predstore.open(tmp_path / "s").manifest.parts) == -(-3000 // 128)
+    """Ten times the rows take no more memory to write: buffers are bounded, not grown with the data."""
+
+    def peak_bytes(rows: int) -> int:
+        tracemalloc.start()  # numpy reports its buffers to tracemalloc, from every thread
+        writer = predstore.StoreWriter(
+            tmp_path / f"s{rows}", shard_bytes=128 * 1200, row_group_bytes=4096, background=background
+        )
+        for start in range(0, rows, 50):
+            writer.write(batch(range(start, start + 50)), range(start, start + 50))
+        writer.commit()
+        peak = tracemalloc.get_traced_memory()[1]  # writing; finalize then reads every index once
+        tracemalloc.stop()
+        writer.close()
+        assert len(predstore.open(tmp_path / f"s{rows}")) == rows
+        return peak
+
+    small, large = peak_bytes(3000), peak_bytes(30_000)
+    extra_payload = 27_000 * (300 * 4 + 8 + 4)
+    # What grows is the list of committed parts (a few hundred bytes each), not the buffers.
+    assert large - small < 0.1 * extra_payload, (small, large)
 
 
 def test_data_files_stay_near_payload_over_16_mib(tmp_path: Path) -> None:
@@ -371,29 +380,29 @@ def test_rank_manifests_exist_from_the_start(tmp_path: Path) -> None:
     assert os.path.exists(tmp_path / "s" / "manifest.json")
 
 
-def test_an_error_on_the_commit_thread_surfaces_with_its_traceback(
+def test_an_error_of_the_io_thread_surfaces_with_its_traceback(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from predstore.write.arrays import FixedArrayWriter
+    from predstore.format.shards import ShardFile
 
     path = tmp_path / "s"
     writer = predstore.StoreWriter(path, shard_bytes=16 * 1200)
-    writer.write(batch(range(16)), range(16))  # fills a shard: its commit goes to the thread
+    writer.write(batch(range(16)), range(16))  # fills a shard: written by the I/O thread
     writer.commit()
     failed = threading.Event()
 
-    def disk_full(self, data, start):  # type: ignore[no-untyped-def]
+    def disk_full(self, local, encoded):  # type: ignore[no-untyped-def]
         failed.set()
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(FixedArrayWriter, "write_at", disk_full)
+    monkeypatch.setattr(ShardFile, "add", disk_full)
     writer.write(batch(range(16, 32)), range(16, 32))
     assert failed.wait(10)
-    time.sleep(0.1)  # the thread's future completes right after the raise
+    time.sleep(0.1)  # the error is kept right after the raise
     with pytest.raises(OSError, match="No space left") as raised:
         writer.write(batch(range(32, 34)), range(32, 34))
     assert any(entry.name == "disk_full" for entry in raised.traceback)
-    with pytest.raises(predstore.PredstoreError, match="stopped after an error while committing"):
+    with pytest.raises(predstore.PredstoreError, match="stopped after an error while writing"):
         writer.write(batch([40]), [40])
     monkeypatch.undo()
     writer.fail()

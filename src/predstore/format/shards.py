@@ -19,8 +19,8 @@ file, and zarr reads every file written here (the tests check it).
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
@@ -53,30 +53,26 @@ class ShardLayout:
 
     # -- writing ---------------------------------------------------------------
 
-    def write(self, fs: FileSystem, path: str, data: NDArray, pool: Executor) -> None:
-        """Write ``data`` (at most one shard of rows, from the shard's start) as the shard file ``path``."""
-        pieces = [data[i : i + self.chunk_len] for i in range(0, len(data), self.chunk_len)]
-        index = np.full((self.chunks_per_shard, 2), ABSENT, dtype="<u8")
-        offset = 0
-        encoded: Iterable[Any] = (
-            pool.map(self._encode, pieces) if self.codec else map(self._encode, pieces)
-        )
-        with fs.open_atomic(path) as sink:
-            for i, chunk in enumerate(encoded):
-                sink.write(chunk)
-                index[i] = (offset, len(chunk))
-                offset += len(chunk)
-            table = index.tobytes()
-            sink.write(table)
-            sink.write(np.array([google_crc32c.value(table)], dtype="<u4").tobytes())
-
-    def _encode(self, rows: NDArray) -> Any:
+    def encode(self, rows: NDArray) -> Any:
+        """One inner chunk, encoded: ``rows`` (at most ``chunk_len``) padded with zeros to full size."""
         if len(rows) < self.chunk_len:  # an edge chunk is stored at full size, filled with zeros
             padded = np.zeros((self.chunk_len, *rows.shape[1:]), rows.dtype)
             padded[: len(rows)] = rows
             rows = padded
         raw = np.ascontiguousarray(rows)
         return raw.reshape(-1).view(np.uint8) if self.codec is None else self.codec.encode(raw)
+
+    def write(self, fs: FileSystem, path: str, data: NDArray, pool: Executor) -> None:
+        """Write ``data`` (at most one shard of rows, from the shard's start) as the shard file ``path``."""
+        pieces = [data[i : i + self.chunk_len] for i in range(0, len(data), self.chunk_len)]
+        shard = ShardFile(fs, path, self)
+        try:
+            for i, encoded in enumerate(pool.map(self.encode, pieces)):
+                shard.add(i, encoded)
+        except BaseException:
+            shard.abort()
+            raise
+        shard.close()
 
     # -- reading ---------------------------------------------------------------
 
@@ -94,6 +90,40 @@ class ShardLayout:
         """One inner chunk's rows from its encoded bytes."""
         data = raw if self.codec is None else self.codec.decode(raw)
         return np.frombuffer(data, self.dtype).reshape(self.chunk_len, *self.sample)
+
+
+class ShardFile:
+    """A shard file being written: encoded chunks appended as they come, the index on close.
+
+    Nothing is visible at ``path`` before :meth:`close` (the file is written
+    under a temporary name); chunks never added are absent from the index,
+    which readers (and zarr) take as chunks of zeros.
+    """
+
+    def __init__(self, fs: FileSystem, path: str, layout: ShardLayout) -> None:
+        self.path = path
+        self._stack = contextlib.ExitStack()
+        self._sink = self._stack.enter_context(fs.open_atomic(path))
+        self._index = np.full((layout.chunks_per_shard, 2), ABSENT, dtype="<u8")
+        self._offset = 0
+
+    def add(self, local: int, encoded: Any) -> None:
+        """Append the encoded inner chunk number ``local`` of this shard."""
+        self._sink.write(encoded)
+        size = memoryview(encoded).nbytes
+        self._index[local] = (self._offset, size)
+        self._offset += size
+
+    def close(self) -> None:
+        table = self._index.tobytes()
+        self._sink.write(table)
+        self._sink.write(np.array([google_crc32c.value(table)], dtype="<u4").tobytes())
+        self._stack.close()  # renames the file into place
+
+    def abort(self) -> None:
+        """Drop the shard: its temporary file is removed."""
+        with contextlib.suppress(Exception):
+            self._stack.__exit__(RuntimeError, RuntimeError("shard discarded"), None)
 
 
 def layout_of(

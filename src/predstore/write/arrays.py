@@ -1,22 +1,28 @@
-"""Appending one key of one rank to its Zarr array, a whole shard at a time.
+"""Appending one key of one rank to its Zarr array, chunk by chunk.
 
-Each array is sharded along the sample axis. Data is written only in whole
-shards, starting at a shard boundary, and every shard file is written once:
-when a commit ends inside a shard, the rest of that shard stays unused and
-the next commit starts at the next shard. Positions in the array are
-therefore not contiguous across commits; each part records where its rows
-start (fixed-shape keys) or each row's offset (ragged keys), and the rank
-manifest records the committed extent.
+Each array is sharded along its first axis. Rows fill an inner chunk; a
+full chunk is compressed on the encoder pool and appended to the current
+shard file, which is closed (its index written, then renamed into place)
+when its last chunk arrives or when the part commits. Memory holds one
+chunk being filled and a bounded number being compressed, whatever the
+shard size.
 
-A ragged key is one flat array of elements; its rows are located by the
-hidden ``__offset__``/``__shape__`` columns of the part that holds them.
+Every shard file is written once. When a commit ends inside a shard, the
+rest of that shard stays unused and the next rows start at the next
+shard; so positions in an array are not contiguous across commits: each
+part records where its rows start (fixed-shape keys) or each row's offset
+(ragged keys), and the rank manifest records the committed extent.
+
+A ragged key is one flat array of elements (its first axis counts
+elements); its rows are located by the hidden ``__offset__``/``__shape__``
+columns of the part that holds them.
 """
 
 from __future__ import annotations
 
 import math
-from concurrent.futures import Executor
-from dataclasses import dataclass
+import threading
+from concurrent.futures import Executor, Future
 from typing import Any
 
 import numpy as np
@@ -26,7 +32,8 @@ from predstore.format import dtypes
 from predstore.format.fs import FileSystem
 from predstore.format.manifest import ArrayEntry
 from predstore.format.schema import KeySchema
-from predstore.format.shards import codecs_json, layout_of_array
+from predstore.format.shards import ShardFile, codecs_json, layout_of_array
+from predstore.write.jobs import OrderedJobs
 
 NDArray = np.ndarray[Any, Any]
 
@@ -36,8 +43,12 @@ def pow2_floor(n: float) -> int:
     return 1 << max(0, math.floor(math.log2(n))) if n >= 1 else 1
 
 
-class _ZarrAppender:
-    """What fixed and ragged arrays share: the Zarr array, its files and its extent."""
+class ArrayStream:
+    """One key of one rank: its Zarr array, filled chunk by chunk.
+
+    :meth:`append` and :meth:`seal` run on the caller's thread; everything
+    that touches files runs as ``jobs``, in order, after the chunks they need.
+    """
 
     def __init__(
         self,
@@ -51,19 +62,21 @@ class _ZarrAppender:
         shard_len: int,
         chunk_len: int,
         compressors: list[Any],
-        pool: Executor,
+        encoders: Executor,
+        jobs: OrderedJobs,
+        in_flight: threading.Semaphore,
     ) -> None:
         self.fs, self.path, self.key, self.schema = fs, path, key, schema
         self.write_id, self.rank = write_id, rank
         self.dtype = dtypes.get(schema.dtype)
-        self.shard_len = shard_len
-        sample = () if schema.ragged else tuple(int(d) for d in schema.shape)  # type: ignore[arg-type]
+        self.shard_len, self.chunk_len = shard_len, chunk_len
+        self.sample = () if schema.ragged else tuple(int(d) for d in schema.shape)  # type: ignore[arg-type]
         self.array = zarr.create_array(
             fs.zarr_store(path, read_only=False),
-            shape=(0, *sample),
+            shape=(0, *self.sample),
             dtype=self.dtype.zarr,
-            chunks=(chunk_len, *sample),
-            shards=(shard_len, *sample),
+            chunks=(chunk_len, *self.sample),
+            shards=(shard_len, *self.sample),
             compressors=compressors,
             fill_value=0,
             attributes={
@@ -71,44 +84,112 @@ class _ZarrAppender:
             },
             config={"write_empty_chunks": True},
         )
-        self._pool = pool
         self._layout = layout_of_array(self.array, shard_len)
-        self.position = 0  # where the next sealed data goes: a shard boundary after each commit
-        self.length = 0  # end of the data written so far
+        self._encoders, self._jobs, self._in_flight = encoders, jobs, in_flight
+        # The caller's side: the chunk being filled, and where the next row goes.
+        self._chunk: NDArray | None = None
+        self._fill = 0
+        self.position = 0
+        # The jobs' side: the open shard, and what is written.
+        self._shard: ShardFile | _ZarrShard | None = None
+        self._shard_no = -1
+        self._end = 0  # end of the data added to shards
+        self.length = 0  # end of the data in closed shards: the committed extent
         self.payload_bytes = 0
         self.files: dict[str, int] = {}
 
-    def _seal(self, data: NDArray) -> ShardWrite:
-        """Reserve ``[position, position + len(data))`` for ``data``; the write happens later."""
-        job = ShardWrite(self, data, self.position)
-        self.position += len(data)
-        return job
+    # -- the caller's side ---------------------------------------------------------
 
-    def write_at(self, data: NDArray, start: int) -> None:
-        """Write ``data`` at ``start`` (a shard boundary) and record the shard files it filled.
+    def append(self, values: NDArray) -> int:
+        """Add rows (for a ragged key: flat elements); return the position of the first."""
+        start = self.position
+        data = self.dtype.to_zarr(values)
+        done = 0
+        while done < len(data):
+            if self._chunk is None:
+                self._chunk = np.empty((self.chunk_len, *self.sample), self.dtype.zarr)
+            take = min(self.chunk_len - self._fill, len(data) - done)
+            self._chunk[self._fill : self._fill + take] = data[done : done + take]
+            self._fill += take
+            done += take
+            self.position += take
+            if self._fill == self.chunk_len:
+                self._emit()
+        return start
 
-        Runs on the writer's commit thread; jobs run in the order they were sealed.
-        """
-        stop = start + len(data)
-        if stop > self.array.shape[0]:
-            self.array.resize((stop, *self.array.shape[1:]))
-        zeros = (0,) * (self.array.ndim - 1)
-        if self._layout is None:
-            self.array[start:stop] = data
-        for shard in range(start // self.shard_len, -(-stop // self.shard_len)):
-            name = f"{self.path}/{self.array.metadata.encode_chunk_key((shard, *zeros))}"
-            if self._layout is not None:
-                first = shard * self.shard_len - start
-                self._layout.write(self.fs, name, data[first : first + self.shard_len], self._pool)
-            self.files[name] = self.fs.size(name)
-        self.length = max(self.length, stop)
-        self.payload_bytes += data.nbytes
-
-    def _skip_to_shard(self) -> None:
+    def seal(self) -> None:
+        """End the part: write what is buffered, close the shard, move to the next shard."""
+        if self._fill:
+            self._emit()
+        self._jobs.submit(self._close_shard)
         self.position = -(-self.position // self.shard_len) * self.shard_len
 
+    def _emit(self) -> None:
+        """Hand the filled chunk to the encoders, and its writing to the jobs."""
+        assert self._chunk is not None
+        rows, chunk = self._fill, self._chunk[: self._fill]
+        number = (self.position - rows) // self.chunk_len
+        self._chunk, self._fill = None, 0
+        self._in_flight.acquire()  # at most a few chunks between here and the disk
+        encoded: Future[Any] | None = None
+        try:
+            if self._layout is not None:
+                encoded = self._encoders.submit(self._layout.encode, chunk)
+        except BaseException:
+            self._in_flight.release()
+            raise
+        self._jobs.submit(
+            self._add_chunk, number, rows, chunk, encoded, cleanup=self._in_flight.release
+        )
+
+    # -- the jobs' side ------------------------------------------------------------
+
+    def _add_chunk(
+        self, number: int, rows: int, chunk: NDArray, encoded: Future[Any] | None
+    ) -> None:
+        try:
+            shard, local = divmod(number, self.shard_len // self.chunk_len)
+            if shard != self._shard_no:
+                self._close_shard()
+                self._shard = self._open_shard(shard)
+                self._shard_no = shard
+            assert self._shard is not None
+            self._shard.add(local, encoded.result() if encoded is not None else chunk)
+        finally:
+            self._in_flight.release()
+        self._end = number * self.chunk_len + rows
+        self.payload_bytes += chunk.nbytes
+        if local == self.shard_len // self.chunk_len - 1:
+            self._close_shard()
+
+    def _open_shard(self, shard: int) -> ShardFile | _ZarrShard:
+        name = self._shard_path(shard)
+        if self._layout is None:
+            return _ZarrShard(self.array, name, shard * self.shard_len)
+        return ShardFile(self.fs, name, self._layout)
+
+    def _close_shard(self) -> None:
+        if self._shard is None:
+            return
+        if self._end > self.array.shape[0]:  # zarr.json must cover what the shard holds
+            self.array.resize((self._end, *self.sample))
+        self._shard.close()
+        self.files[self._shard.path] = self.fs.size(self._shard.path)
+        self.length = self._end
+        self._shard = None
+
+    def _shard_path(self, shard: int) -> str:
+        zeros = (0,) * len(self.sample)
+        return f"{self.path}/{self.array.metadata.encode_chunk_key((shard, *zeros))}"
+
+    def abort(self) -> None:
+        """Drop the open shard (on the jobs' side, after a failure)."""
+        if self._shard is not None:
+            self._shard.abort()
+            self._shard = None
+
     def entry(self) -> ArrayEntry:
-        """The extent written so far, as the rank manifest records it once its part commits."""
+        """The committed extent (closed shards), as the rank manifest records it."""
         return ArrayEntry(
             key=self.key,
             write_id=self.write_id,
@@ -117,7 +198,7 @@ class _ZarrAppender:
             dtype=self.schema.dtype,
             zarr_dtype=str(self.dtype.zarr),
             length=self.length,
-            shape=[self.length, *self.array.shape[1:]],
+            shape=[self.length, *self.sample],
             chunks=list(self.array.chunks),
             shards=list(self.array.shards or self.array.chunks),
             codecs=codecs_json(self.array),
@@ -126,87 +207,19 @@ class _ZarrAppender:
         )
 
 
-@dataclass(frozen=True)
-class ShardWrite:
-    """Data sealed for one array at a reserved position: compressed and written by :meth:`run`."""
+class _ZarrShard:
+    """A shard of an array whose layout predstore does not write itself: zarr writes it on close."""
 
-    writer: _ZarrAppender
-    data: NDArray
-    start: int
+    def __init__(self, array: Any, path: str, start: int) -> None:
+        self.array, self.path, self.start = array, path, start
+        self.rows: list[NDArray] = []
 
-    def run(self) -> None:
-        self.writer.write_at(self.data, self.start)
+    def add(self, local: int, chunk: NDArray) -> None:
+        self.rows.append(np.array(chunk))
 
+    def close(self) -> None:
+        data = np.concatenate(self.rows)
+        self.array[self.start : self.start + len(data)] = data
 
-class FixedArrayWriter(_ZarrAppender):
-    """Rows of one fixed shape; the store writer commits before a part outgrows one shard.
-
-    Two shard buffers alternate: one fills while the other is being written.
-    """
-
-    def __init__(self, fs: FileSystem, **kwargs: Any) -> None:
-        super().__init__(fs, **kwargs)
-        self._buffers: list[NDArray] = []
-        self._fill = 0
-
-    @property
-    def room(self) -> int:
-        """Rows this part can still take before its shard is full."""
-        return self.shard_len - self._fill
-
-    def append(self, values: NDArray) -> None:
-        if not self._buffers:
-            shape = (self.shard_len, *self.array.shape[1:])
-            self._buffers = [np.empty(shape, self.dtype.zarr), np.empty(shape, self.dtype.zarr)]
-        self._buffers[0][self._fill : self._fill + len(values)] = self.dtype.to_zarr(values)
-        self._fill += len(values)
-
-    def seal(self) -> tuple[int, ShardWrite | None]:
-        """The part's rows, to write: their start position, and the job (``None`` when empty).
-
-        The job holds one of the two buffers; rows appended after the next
-        seal go into it again, so that job must have run by then.
-        """
-        start = self.position
-        job = self._seal(self._buffers[0][: self._fill]) if self._fill else None
-        if job is not None:
-            self._buffers.reverse()
-        self._fill = 0
-        self._skip_to_shard()
-        return start, job
-
-
-class RaggedArrayWriter(_ZarrAppender):
-    """Rows of varying shape, appended to one flat array of elements."""
-
-    def __init__(self, fs: FileSystem, **kwargs: Any) -> None:
-        super().__init__(fs, **kwargs)
-        self._pending: list[NDArray] = []
-        self._pending_len = 0
-        self.payload_bytes_since_commit = 0
-
-    def append(self, rows: list[NDArray]) -> tuple[NDArray, NDArray, ShardWrite | None]:
-        """Buffer ``rows``: their offsets in the flat array, their shapes, and whole shards to write."""
-        sizes = np.array([r.size for r in rows], dtype=np.int64)
-        offsets = self.position + self._pending_len + np.concatenate(([0], np.cumsum(sizes)[:-1]))
-        shapes = np.array([r.shape for r in rows], dtype=np.int64).reshape(len(rows), -1)
-        self._pending.append(np.concatenate([self.dtype.to_zarr(np.ravel(r)) for r in rows]))
-        self._pending_len += int(sizes.sum())
-        self.payload_bytes_since_commit += int(sizes.sum()) * self.dtype.itemsize
-        job = self._whole_shards() if self._pending_len >= self.shard_len else None
-        return offsets.astype(np.int64), shapes, job
-
-    def _whole_shards(self) -> ShardWrite:
-        data = np.concatenate(self._pending)
-        whole = len(data) // self.shard_len * self.shard_len
-        self._pending = [data[whole:].copy()] if whole < len(data) else []
-        self._pending_len = len(data) - whole
-        return self._seal(data[:whole])
-
-    def seal(self) -> ShardWrite | None:
-        """Everything buffered, to write; the next commit starts at the next shard."""
-        job = self._seal(np.concatenate(self._pending)) if self._pending_len else None
-        self._pending, self._pending_len = [], 0
-        self.payload_bytes_since_commit = 0
-        self._skip_to_shard()
-        return job
+    def abort(self) -> None:
+        self.rows = []

@@ -163,6 +163,10 @@ class SealedPart:
         self._owner, self._stack, self._writer, self._pending = owner, stack, writer, pending
         self.path, self.array_offsets = path, array_offsets
 
+    def abort(self) -> None:
+        """Drop the part: its temporary file is removed."""
+        _discard(self._stack)
+
     def finish(self) -> PartEntry:
         owner = self._owner
         try:

@@ -6,9 +6,10 @@ import contextlib
 import logging
 import os
 import socket
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any
 
@@ -31,8 +32,9 @@ from predstore.format.manifest import (
 )
 from predstore.format.schema import KeySchema, Schema, offset_column, shape_column
 from predstore.write import codecs
-from predstore.write.arrays import FixedArrayWriter, RaggedArrayWriter, ShardWrite, pow2_floor
+from predstore.write.arrays import ArrayStream, pow2_floor
 from predstore.write.batch import Batch, Column, normalize
+from predstore.write.jobs import OrderedJobs
 from predstore.write.keys import KeyRules, KeysArg, conform, infer
 from predstore.write.parts import PartWriter, SealedPart
 from predstore.write.plan import plan_write
@@ -65,16 +67,16 @@ class StoreWriter:
     ``keys``). Rows are buffered and committed part by part: a part commits
     when its arrays fill a shard (``shard_bytes``), when its Parquet data
     reaches ``part_bytes``, every ``commit_interval`` seconds, and on close.
-    Memory stays bounded by these sizes whatever the number of rows.
 
     ``retention`` (seconds) is how long the files of a store this write
     replaces (``mode="overwrite"``) stay for readers that opened it before.
 
-    With ``background=True`` (the default), compressing and writing a part's
-    shards, closing the part and recording it in the rank manifest happen on
-    a commit thread while the next part fills; at most one commit is in
-    flight, so memory holds at most two shards per key. An error on that
-    thread is raised by the next call, with its original traceback.
+    Each Zarr key's rows fill an inner chunk (``chunk_bytes``); full chunks
+    are compressed on a small pool and appended to their shard file by an
+    I/O thread (``background=True``, the default; inline otherwise), which
+    also closes parts and saves the rank manifest, in that order. Memory
+    holds one chunk per key and a few in flight, whatever the shard size. An
+    error of that thread is raised by the next call, with its traceback.
 
     With ``world_size == 1``, :meth:`close` commits the store manifest. With
     several ranks, every rank writes with the same ``write_id`` and closes,
@@ -149,18 +151,18 @@ class StoreWriter:
         self._started_at = now()
         self._schema: Schema | None = None
         self._parts: PartWriter | None = None
-        self._arrays: dict[str, FixedArrayWriter | RaggedArrayWriter] = {}
+        self._arrays: dict[str, ArrayStream] = {}
+        self._shard_rows = 0  # rows per shard of the fixed-shape arrays (0: there are none)
+        self._part_starts: dict[str, int] = {}
+        self._ragged_bytes = 0  # ragged payload since the last commit
         self._committed: list[PartEntry] = []
         self._last_commit = time.monotonic()
         self._closed = False
-        self._error: BaseException | None = None
-        self._inflight: Future[None] | None = None
-        self._pool = (
-            ThreadPoolExecutor(1, thread_name_prefix="predstore-commit") if background else None
-        )
+        self._jobs = OrderedJobs(background=background)
         self._encoders = ThreadPoolExecutor(
             max(2, os.cpu_count() or 2), thread_name_prefix="predstore-encode"
         )
+        self._in_flight = threading.Semaphore(2 * max(2, os.cpu_count() or 2) + 2)
         self.rows_skipped = 0
         self._save("open")
 
@@ -180,9 +182,7 @@ class StoreWriter:
         was expected) before anything of the batch is stored; the writer stays
         usable and everything written before is kept.
         """
-        self._check_open()
-        if self._inflight is not None and self._inflight.done():
-            self._wait()  # an error on the commit thread surfaces at the next batch
+        self._check_open()  # an error of the writer's I/O surfaces here, at the next batch
         batch = normalize(
             outputs, indices, names=names, dataloader_idx=dataloader_idx, keep=self._rules.keep
         )
@@ -247,7 +247,7 @@ class StoreWriter:
         """Commit the rows buffered so far as a part, and wait until the rank manifest records it."""
         self._check_open()
         self._commit_part()
-        self._wait()
+        self._jobs.drain()
 
     def close(self) -> StoreManifest | None:
         """Commit everything; with ``world_size == 1`` also commit the store manifest and return it."""
@@ -256,13 +256,13 @@ class StoreWriter:
         self._closed = True
         try:
             self._commit_part()
-            self._wait()
+            self._jobs.drain()
         except BaseException:
+            self._stop()
             with contextlib.suppress(Exception):
                 self._save("failed")
             raise
-        finally:
-            self._shutdown()
+        self._stop()
         self._save("closed")
         if self.world_size == 1:
             return finalize(
@@ -280,10 +280,8 @@ class StoreWriter:
             return
         self._closed = True
         try:
-            with contextlib.suppress(Exception):  # a commit that failed: keep what came before
-                self._wait()
             self._commit_part()
-            self._wait()
+            self._jobs.drain()
         except Exception:
             _log.warning(
                 "%s (rank %d): the rows buffered since the last commit are lost",
@@ -292,9 +290,11 @@ class StoreWriter:
                 exc_info=True,
             )
         finally:
+            self._stop()
             if self._parts is not None:
                 self._parts.abort()
-            self._shutdown()
+            for stream in self._arrays.values():
+                stream.abort()
             try:
                 self._save("failed")
             except Exception:
@@ -333,11 +333,7 @@ class StoreWriter:
     def _check_open(self) -> None:
         if self._closed:
             raise InvalidBatchError(f"the writer of {self.path} (rank {self.rank}) is closed")
-        if self._error is not None:
-            raise PredstoreError(
-                f"the writer of {self.path} (rank {self.rank}) stopped after an error while "
-                f"committing: {self._error!r}; rows committed before it are kept"
-            ) from self._error
+        self._jobs.check()
 
     def _drop_committed(self, batch: Batch) -> Batch:
         """Resume skips rows that are committed already; append refuses them."""
@@ -389,7 +385,7 @@ class StoreWriter:
         self._schema = Schema(keys, names=names)
 
     def _start(self, schema: Schema, first: Batch) -> None:
-        """Create the part writer, and an array writer per Zarr key, for ``schema``."""
+        """Create the part writer, and an array stream per Zarr key, for ``schema``."""
         self._parts = PartWriter(
             self.fs,
             write_id=self.write_id,
@@ -398,25 +394,24 @@ class StoreWriter:
             row_group_bytes=self._sizes["row_group_bytes"],
         )
         zarr_keys = {k: s for k, s in schema.keys.items() if s.storage == "zarr"}
+        fixed = [s.row_bytes for s in zarr_keys.values() if not s.ragged]
         # Every fixed-shape array shares one shard length, so a part that fills
-        # the largest key's shard fills every shard at once.
-        widest = max([1, *(s.row_bytes for s in zarr_keys.values() if not s.ragged)])
-        shard_rows = pow2_floor(self._sizes["shard_bytes"] / widest)
+        # the widest key's shard fills every shard at once.
+        self._shard_rows = pow2_floor(self._sizes["shard_bytes"] / max(fixed)) if fixed else 0
         for key, spec in zarr_keys.items():
-            self._arrays[key] = self._array_writer(key, spec, shard_rows, first.columns[key])
+            self._arrays[key] = self._array_stream(key, spec, first.columns[key])
 
-    def _array_writer(
-        self, key: str, spec: KeySchema, shard_rows: int, first: Column
-    ) -> FixedArrayWriter | RaggedArrayWriter:
+    def _array_stream(self, key: str, spec: KeySchema, first: Column) -> ArrayStream:
         itemsize = dtypes.get(spec.dtype).itemsize
         # One position along the first axis: a row, or one element of a ragged key's flat array.
         unit = itemsize if spec.ragged else max(1, spec.row_bytes)
-        shard_len = pow2_floor(self._sizes["shard_bytes"] / unit) if spec.ragged else shard_rows
+        shard_len = (
+            pow2_floor(self._sizes["shard_bytes"] / unit) if spec.ragged else self._shard_rows
+        )
         user = self._rules.spec(key)
         codec = user.codec or self._codec[0]
         level = user.level if user.level is not None else self._codec[1]
-        writer = RaggedArrayWriter if spec.ragged else FixedArrayWriter
-        return writer(
+        return ArrayStream(
             self.fs,
             path=layout.array(self.write_id, self.rank, key),
             key=key,
@@ -426,73 +421,71 @@ class StoreWriter:
             shard_len=shard_len,
             chunk_len=min(shard_len, pow2_floor(self._sizes["chunk_bytes"] / unit)),
             compressors=codecs.compressors(codec, level, itemsize, sample=_sample(first)),
-            pool=self._encoders,
+            encoders=self._encoders,
+            jobs=self._jobs,
+            in_flight=self._in_flight,
         )
 
     def _room(self) -> int:
-        rooms = [w.room for w in self._arrays.values() if isinstance(w, FixedArrayWriter)]
-        return min(rooms) if rooms else 1 << 62
+        """Rows the open part can take before its shards are full."""
+        assert self._parts is not None
+        return self._shard_rows - self._parts.rows if self._shard_rows else 1 << 62
 
     def _append(self, batch: Batch) -> None:
         assert self._parts is not None
         # Converting first: whatever fails here fails before any buffer changed.
         columns = self._parts.columns(batch)
-        for key, writer in self._arrays.items():
+        if not self._parts.rows:
+            self._part_starts = {
+                k: a.position for k, a in self._arrays.items() if not a.schema.ragged
+            }
+        for key, stream in self._arrays.items():
             column = batch.columns[key]
-            if isinstance(writer, FixedArrayWriter):
-                writer.append(column.values)
+            if not stream.schema.ragged:
+                stream.append(column.values)
                 continue
-            offsets, shapes, shards = writer.append(column.rows())
+            rows = column.rows()
+            sizes = np.array([r.size for r in rows], dtype=np.int64)
+            start = stream.append(np.concatenate([np.ravel(r) for r in rows]))
+            offsets = start + np.concatenate(([0], np.cumsum(sizes)[:-1]))
+            shapes = np.array([r.shape for r in rows], dtype=np.int64).reshape(len(rows), -1)
             columns[offset_column(key)] = pa.array(offsets, pa.int64())
             columns[shape_column(key)] = pa.FixedSizeListArray.from_arrays(
                 pa.array(shapes.reshape(-1), pa.int64()), shapes.shape[1]
             )
-            if shards is not None:
-                self._submit(shards.run)
+            self._ragged_bytes += int(sizes.sum()) * stream.dtype.itemsize
         self._parts.append(batch, columns)
 
     def _commit_due(self) -> bool:
         assert self._parts is not None
         if self._room() == 0:
             return True
-        pending = self._parts.open_bytes + sum(
-            w.payload_bytes_since_commit
-            for w in self._arrays.values()
-            if isinstance(w, RaggedArrayWriter)
-        )
+        pending = self._parts.open_bytes + self._ragged_bytes
         if pending >= self._sizes["part_bytes"]:
             return True
         interval = self._commit_interval
         return interval is not None and time.monotonic() - self._last_commit >= interval
 
     def _commit_part(self) -> None:
-        """Seal the open part and its arrays' rows; the commit thread writes and records them."""
+        """End the open part: its arrays' shards and the part file are closed, then the rank
+        manifest records them, all on the writer's I/O thread, in that order."""
         self._last_commit = time.monotonic()
         if self._parts is None or not self._parts.rows:
             return
-        jobs: list[ShardWrite] = []
-        offsets: dict[str, int] = {}
-        for key, writer in self._arrays.items():
-            if isinstance(writer, FixedArrayWriter):
-                offsets[key], job = writer.seal()
-            else:
-                job = writer.seal()
-            jobs.extend([job] if job is not None else [])
-        part = self._parts.seal(offsets)
+        for stream in self._arrays.values():
+            stream.seal()
+        part = self._parts.seal(self._part_starts)
         assert part is not None
-        self._submit(self._finish_part, jobs, part, self._schema, dict(self._expected))
+        self._ragged_bytes = 0
+        self._jobs.submit(
+            self._finish_part, part, self._schema, dict(self._expected), cleanup=part.abort
+        )
 
     def _finish_part(
-        self,
-        jobs: list[ShardWrite],
-        part: SealedPart,
-        schema: Schema | None,
-        expected: dict[int, int],
+        self, part: SealedPart, schema: Schema | None, expected: dict[int, int]
     ) -> None:
-        """On the commit thread: arrays first, then the part, then the rank manifest that commits them."""
+        """On the I/O thread, after the part's shards: the part, then the rank manifest that commits it."""
         try:
-            for job in jobs:
-                job.run()
             self._committed.append(part.finish())
             self._save("open", schema, expected)
         except OSError as e:  # disk full, permissions, a lost mount: say what it means for the data
@@ -502,28 +495,9 @@ class StoreWriter:
             )
             raise
 
-    def _submit(self, job: Callable[..., None], *args: Any) -> None:
-        """Run ``job`` on the commit thread once the previous job is done (one in flight at most)."""
-        self._wait()
-        if self._pool is None:
-            job(*args)
-        else:
-            self._inflight = self._pool.submit(job, *args)
-
-    def _wait(self) -> None:
-        """Wait for the commit thread; an error it met is raised here, with its own traceback."""
-        inflight, self._inflight = self._inflight, None
-        if inflight is None:
-            return
-        try:
-            inflight.result()
-        except BaseException as e:
-            self._error = e
-            raise
-
-    def _shutdown(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
+    def _stop(self) -> None:
+        """Let the I/O thread finish what is queued, and stop the threads."""
+        self._jobs.close()
         self._encoders.shutdown(wait=True)
 
     def _save(
