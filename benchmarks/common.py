@@ -75,7 +75,9 @@ def batches(workload: Workload, seed: int = 0) -> Iterator[dict[str, Any]]:
                 values[:, : shape[0] // 4, : shape[1] // 3] = 1 + (np.arange(n) % 3).reshape(
                     -1, *[1] * len(shape)
                 )
-            else:
+            elif key == "probs":  # a segmentation model's class probabilities: smooth, in [0, 1]
+                values = _probabilities(out["mask"], shape[0], rng).astype(dtype)
+            else:  # logits and embeddings: noise, which compresses as badly as real ones
                 values = rng.standard_normal((n, *shape), dtype=np.float32).astype(dtype)
             out[key] = values
         first = next(iter(workload.arrays))
@@ -84,6 +86,28 @@ def batches(workload: Workload, seed: int = 0) -> Iterator[dict[str, Any]]:
         out["prob"] = flat.max(1).astype(np.float32)
         out["name"] = [f"sample-{i:07d}" for i in range(start, start + n)]
         yield out
+
+
+def _probabilities(mask: np.ndarray, classes: int, rng: np.random.Generator) -> np.ndarray:
+    """Per-voxel class probabilities a segmentation network could give for ``mask``.
+
+    Foreground or background with a confidence that drifts smoothly across
+    the volume (a network's output is smooth, not noise), as a softmax over
+    ``classes`` channels (the first is background).
+    """
+    n, *spatial = mask.shape
+    grids = np.meshgrid(
+        *[np.linspace(0, np.pi, d, dtype=np.float32) for d in spatial], indexing="ij"
+    )
+    phase = rng.uniform(0, np.pi, (n, len(spatial))).astype(np.float32)
+    drift = sum(
+        np.sin(g[None] + phase[:, i].reshape(-1, *[1] * len(spatial))) for i, g in enumerate(grids)
+    )
+    foreground = np.where(mask > 0, 5.0, -5.0).astype(np.float32) + drift
+    logits = np.zeros((n, classes, *spatial), np.float32)
+    logits[:, 1] = foreground
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exp / exp.sum(axis=1, keepdims=True)
 
 
 def peak_rss_mb() -> float:

@@ -20,7 +20,7 @@ def store(tmp_path: Path) -> predstore.Store:
     path = tmp_path / "s"
     rng = np.random.default_rng(0)
     order = rng.permutation(60)
-    with predstore.StoreWriter(path, shard_bytes=16 * 1200) as writer:
+    with predstore.StoreWriter(path, shard_bytes=16 * 1200, chunk_bytes=4 * 1200) as writer:
         for start in range(0, 60, 7):
             rows = order[start : start + 7]
             outputs = batch(rows)

@@ -289,7 +289,10 @@ def test_memory_stays_bounded_by_the_buffers(tmp_path: Path, background: bool) -
     def peak_bytes(rows: int) -> int:
         tracemalloc.start()  # numpy reports its buffers to tracemalloc, from every thread
         writer = predstore.StoreWriter(
-            tmp_path / f"s{rows}", shard_bytes=128 * 1200, row_group_bytes=4096, background=background
+            tmp_path / f"s{rows}",
+            shard_bytes=128 * 1200,
+            row_group_bytes=4096,
+            background=background,
         )
         for start in range(0, rows, 50):
             writer.write(batch(range(start, start + 50)), range(start, start + 50))

@@ -66,7 +66,7 @@ class PredictionWriter(BasePredictionWriter):
         keys: list[str] | dict[str, Any] | None = None,
         mode: Literal["error", "overwrite", "append", "resume"] = "error",
         strict: bool = False,
-        max_pending_bytes: int = 512 * MiB,
+        max_pending_bytes: int = 64 * MiB,
         parquet_max_bytes: int = 1024,
         codec: str = codecs.DEFAULT,
         codec_level: int | None = None,

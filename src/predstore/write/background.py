@@ -39,7 +39,7 @@ class BackgroundWriter:
         writer.close()
     """
 
-    def __init__(self, writer: StoreWriter, *, max_pending_bytes: int = 512 << 20) -> None:
+    def __init__(self, writer: StoreWriter, *, max_pending_bytes: int = 64 << 20) -> None:
         if max_pending_bytes < 1:
             raise ValueError(f"max_pending_bytes must be positive, got {max_pending_bytes}")
         self.writer = writer

@@ -1,12 +1,14 @@
 """Zarr compressors by name, and the automatic choice between them.
 
-The default, ``"auto"``, judges each key by its first batch: where zstd at
-level 1 shrinks a sample of it by at least a fifth (masks, label maps,
-sparse or quantized outputs, which shrink 100-1000x), the key is compressed
-with zstd; otherwise (float logits, embeddings, probabilities, whose
-mantissas are noise and gain 5-15% at best) it gets Blosc LZ4 with byte
-shuffling, which takes most of that gain at several GB/s instead of ~1 GB/s
-per core. Any codec can be named instead, per store or per key.
+The default, ``"auto"``, judges each key by a sample of its first batch: it
+tries zstd at level 1, and for multi-byte types also Blosc-zstd with byte
+shuffling (which groups the exponent bytes of floats), and keeps the better
+one if it shrinks the sample by at least a fifth: masks, label maps, class
+probabilities and sparse outputs (2-1000x). Values that no codec shrinks
+that much (float logits and embeddings, whose mantissas are noise: 5-10% at
+best) are stored uncompressed, since compressing them would cost about a
+millisecond of CPU per MB beside the predict loop for that little. Any codec
+can be named instead, per store or per key.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ import numcodecs
 from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
 
 DEFAULT = "auto"
-NAMES = ("auto", "zstd", "blosc-lz4", "blosc-zstd", "gzip", "none")
-WORTH_ZSTD = 1.2
-"""The compression ratio from which "auto" spends zstd's CPU time."""
+NAMES = ("auto", "zstd", "blosc-zstd", "blosc-lz4", "gzip", "none")
+WORTH_COMPRESSING = 1.2
+"""The compression ratio from which ``auto`` spends CPU on compressing."""
 
 
 def compressors(
@@ -31,14 +33,14 @@ def compressors(
     """
     name = name or DEFAULT
     if name == "auto":
-        name = "zstd" if ratio(sample) >= WORTH_ZSTD else "blosc-lz4"
+        name = choose(sample, itemsize)
     shuffle: Literal["shuffle", "bitshuffle"] = "bitshuffle" if itemsize == 1 else "shuffle"
     if name == "zstd":
         return [ZstdCodec(level=1 if level is None else level)]
-    if name == "blosc-lz4":
-        return [BloscCodec(cname="lz4", clevel=5 if level is None else level, shuffle=shuffle)]
     if name == "blosc-zstd":
         return [BloscCodec(cname="zstd", clevel=1 if level is None else level, shuffle=shuffle)]
+    if name == "blosc-lz4":
+        return [BloscCodec(cname="lz4", clevel=5 if level is None else level, shuffle=shuffle)]
     if name == "gzip":
         return [GzipCodec(level=5 if level is None else level)]
     if name == "none":
@@ -46,8 +48,13 @@ def compressors(
     raise ValueError(f"unknown codec {name!r}; choose one of {', '.join(NAMES)}")
 
 
-def ratio(sample: bytes) -> float:
-    """How much zstd at level 1 shrinks ``sample`` (1.0 for an empty sample)."""
+def choose(sample: bytes, itemsize: int) -> str:
+    """What ``auto`` picks for data like ``sample``."""
     if not sample:
-        return 1.0
-    return len(sample) / len(numcodecs.Zstd(level=1).encode(sample))
+        return "none"
+    ratios = {"zstd": len(sample) / len(numcodecs.Zstd(level=1).encode(sample))}
+    if itemsize > 1:
+        shuffled = numcodecs.Blosc("zstd", 1, numcodecs.Blosc.SHUFFLE, typesize=itemsize)
+        ratios["blosc-zstd"] = len(sample) / len(shuffled.encode(sample))
+    best = max(ratios, key=ratios.__getitem__)
+    return best if ratios[best] >= WORTH_COMPRESSING else "none"

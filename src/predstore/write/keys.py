@@ -35,8 +35,8 @@ class KeySpec:
     """How to store one key, or every key that matches a glob pattern.
 
     ``codec`` and ``level`` choose the Zarr compressor: ``"auto"`` (the default:
-    zstd where it pays, Blosc LZ4 otherwise), ``"zstd"``, ``"blosc-lz4"``,
-    ``"blosc-zstd"``, ``"gzip"`` or ``"none"``.
+    compress where it pays, see :mod:`predstore.write.codecs`), ``"zstd"``,
+    ``"blosc-zstd"``, ``"blosc-lz4"``, ``"gzip"`` or ``"none"``.
     ``dtype`` declares the type of a key whose first batch may hold only
     ``None`` (``"string"``, ``"float64"``, ...), which no value can show.
     """
