@@ -78,7 +78,7 @@ def test_finalize_commits_unfinished_ranks(tmp_path: Path) -> None:
 def test_errors_are_one_clear_line(tmp_path: Path) -> None:
     result = run("info", str(tmp_path / "nope"))
     assert result.returncode == 1
-    assert "error:" in result.stderr and "no committed store" in result.stderr
+    assert "error: no store at" in result.stderr and "does not exist" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -79,7 +79,7 @@ def test_an_unlisted_shard_with_committed_rows_is_reported(path: Path) -> None:
 
 def test_an_uncommitted_store_is_not_ok(tmp_path: Path) -> None:
     report = verify(tmp_path / "nothing")
-    assert not report.ok and "no committed store" in report.problems[0]
+    assert not report.ok and "does not exist" in report.problems[0]
 
 
 def test_unfinished_writes_are_reported_with_their_rows(tmp_path: Path) -> None:

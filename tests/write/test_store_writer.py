@@ -99,6 +99,13 @@ def test_a_path_that_is_a_file(tmp_path: Path) -> None:
         predstore.open(file)
 
 
+def test_opening_a_path_that_does_not_exist(tmp_path: Path) -> None:
+    with pytest.raises(
+        StoreNotCommittedError, match=r"no store at .*nowhere: the directory does not"
+    ):
+        predstore.open(tmp_path / "nowhere")
+
+
 def test_an_unfinished_write_blocks_error_and_append(tmp_path: Path) -> None:
     path = tmp_path / "s"
     write_ranks(path, [[0, 1], [2, 3]], finalize=False)
@@ -196,10 +203,12 @@ def test_an_exception_inside_the_block_commits_rows_but_not_the_store(committed:
 
 
 def test_corrupt_or_missing_manifest_on_open(committed: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
     with pytest.raises(
         StoreNotCommittedError, match=r"no committed store \(no manifest.json\).*predstore finalize"
     ):
-        predstore.open(tmp_path / "empty")
+        predstore.open(empty)
     manifest = committed / "manifest.json"
     manifest.write_bytes(manifest.read_bytes()[:100])
     with pytest.raises(CorruptStoreError, match="manifest.json is not a readable manifest"):

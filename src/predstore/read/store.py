@@ -71,6 +71,8 @@ def open(path: str | os.PathLike[str], *, filesystem: FileSystem | None = None) 
     if filesystem is None:
         if os.path.isfile(location):
             raise StoreNotCommittedError(f"{location} is a file; a store is a directory")
+        if not os.path.exists(location):
+            raise StoreNotCommittedError(f"no store at {location}: the directory does not exist")
         filesystem = LocalFileSystem(location)
     manifest = load_store_manifest(filesystem)
     if manifest is None:
@@ -228,20 +230,23 @@ class Store:
         part_of, row_of = self.rows.part[positions], self.rows.row[positions]
         order = np.argsort(part_of, kind="stable")
         bounds = np.flatnonzero(np.diff(part_of[order])) + 1
+        groups = [group for group in np.split(order, bounds) if len(group)]
         chunks = [
             self._part_rows(key, spec, self.manifest.parts[part_of[group[0]]], row_of[group])
-            for group in np.split(order, bounds)
-            if len(group)
+            for group in groups
         ]
-        inverse = np.argsort(order)
         if spec.ragged:
-            flat = [row for chunk in chunks for row in chunk]
-            return [flat[i] for i in inverse]
+            rows: list[Any] = [None] * len(positions)
+            for group, chunk in zip(groups, chunks, strict=True):
+                for at, row in zip(group.tolist(), chunk, strict=True):
+                    rows[at] = row
+            return rows
         if not chunks:
             return _empty(spec)
-        masked = any(isinstance(c, np.ma.MaskedArray) for c in chunks)
-        joined = np.ma.concatenate(chunks) if masked else np.concatenate(chunks)  # type: ignore[no-untyped-call]
-        return joined[inverse]
+        if any(isinstance(c, np.ma.MaskedArray) for c in chunks):  # nulls: keep the masks
+            joined = np.ma.concatenate(chunks)  # type: ignore[no-untyped-call]
+            return joined[np.argsort(order)]
+        return _place(groups, chunks, len(positions))
 
     def _part_rows(self, key: str, spec: KeySchema, part: PartEntry, rows: NDArray) -> Any:
         if spec.storage == "parquet":
@@ -359,3 +364,15 @@ def _check_part_sizes(fs: FileSystem, manifest: StoreManifest) -> None:
                 f"part {part.path} has {size} bytes, the manifest says {part.bytes}; "
                 "the store is damaged (predstore verify lists every problem)"
             )
+
+
+def _place(groups: list[NDArray], chunks: list[NDArray], rows: int) -> NDArray:
+    """One array with each chunk's rows at its group's positions (one copy of each value)."""
+    out = np.empty((rows, *chunks[0].shape[1:]), chunks[0].dtype)
+    for group, chunk in zip(groups, chunks, strict=True):
+        first, last = int(group[0]), int(group[-1])
+        if last - first == len(group) - 1:  # increasing (stable sort): a contiguous run
+            out[first : last + 1] = chunk
+        else:
+            out[group] = chunk
+    return out
