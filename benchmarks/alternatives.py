@@ -248,7 +248,17 @@ def predstore_dataset_missing() -> str | None:
 # -- 1. one torch.save per sample -------------------------------------------------------------
 
 
-class TorchSave(Contender):
+class PerSampleFiles(Contender):
+    """Contenders that leave one ``<index>.pt`` file per sample: read back the same way."""
+
+    def frame(self, out: Path) -> Any:
+        return _files_frame(out)
+
+    def dataset(self, out: Path, workload: Workload) -> Any:
+        return FilesDataset(out)
+
+
+class TorchSave(PerSampleFiles):
     key = "torch_save"
     title = "1. torch.save per sample"
 
@@ -271,12 +281,6 @@ class TorchSave(Contender):
 
         out.mkdir(parents=True)
         return PerSampleWriter("batch")
-
-    def frame(self, out: Path) -> Any:
-        return _files_frame(out)
-
-    def dataset(self, out: Path, workload: Workload) -> Any:
-        return FilesDataset(out)
 
 
 # -- 2. CSV rows per rank, merged with pandas -------------------------------------------------
@@ -427,7 +431,7 @@ class Recipe(Contender):
 # -- 4. per-sample files from a bounded thread pool -------------------------------------------
 
 
-class AsyncFiles(Contender):
+class AsyncFiles(PerSampleFiles):
     key = "async_files"
     title = "4. async per-sample files"
     workers = 4
@@ -474,12 +478,6 @@ class AsyncFiles(Contender):
                     future.result()  # a failed write fails predict
 
         return AsyncWriter("batch")
-
-    def frame(self, out: Path) -> Any:
-        return _files_frame(out)
-
-    def dataset(self, out: Path, workload: Workload) -> Any:
-        return FilesDataset(out)
 
 
 # -- 5. a plain pyarrow ParquetWriter: the columnar floor -------------------------------------

@@ -191,6 +191,20 @@ def import_libraries() -> None:
     pa.array(["warm"])
 
 
+def predict_trainer(callbacks: list[Any]) -> Any:
+    """A one-process CPU ``lightning.pytorch.Trainer`` that predicts and prints nothing of its own."""
+    import lightning.pytorch as pl
+
+    return pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+    )
+
+
 def run_isolated(module: str, args: list[str]) -> dict[str, Any]:
     """Run ``python -m module args`` and return the JSON it prints last."""
     os.sync()  # start every measurement with no dirty pages of the previous one

@@ -26,6 +26,7 @@ from benchmarks.common import (
     machine,
     median_of,
     peak_rss_mb,
+    predict_trainer,
     run_isolated,
     table,
     w1,
@@ -75,21 +76,12 @@ def _callback(writer: str, out: Path, samples: int) -> Any:
 
 
 def measure(writer: str, samples: int, sleep: float) -> dict[str, Any]:
-    import lightning.pytorch as pl
-
     import_libraries()
     workload, model, loader = _setup(samples, sleep)
     out = WORK / f"predict-{writer}"
     shutil.rmtree(out, ignore_errors=True)
     callbacks = [] if writer == "none" else [_callback(writer, out, samples)]
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=callbacks,
-    )
+    trainer = predict_trainer(callbacks)
     start = time.perf_counter()
     trainer.predict(model, loader, return_predictions=False)
     seconds = time.perf_counter() - start

@@ -54,6 +54,7 @@ from benchmarks.common import (
     import_libraries,
     median_of,
     peak_rss_since_reset,
+    predict_trainer,
     reset_peak_rss,
     run_forked,
     timed,
@@ -138,18 +139,10 @@ def trivial_model() -> Any:
 
 def predict(rows: Any, batch_size: int, callbacks: list[Any]) -> float:
     """Seconds that ``trainer.predict`` takes over ``rows`` with ``callbacks``."""
-    import lightning.pytorch as pl
     from torch.utils.data import DataLoader
 
     with quiet_lightning():
-        trainer = pl.Trainer(
-            accelerator="cpu",
-            devices=1,
-            logger=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            callbacks=callbacks,
-        )
+        trainer = predict_trainer(callbacks)
         loader = DataLoader(rows, batch_size=batch_size, collate_fn=lambda b: b)
         start = time.perf_counter()
         trainer.predict(trivial_model(), loader, return_predictions=False)

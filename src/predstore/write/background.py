@@ -12,16 +12,13 @@ written and committed by the time :meth:`fail` or :meth:`close` returns.
 
 from __future__ import annotations
 
-import queue
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from predstore.errors import PredstoreError
 from predstore.format.manifest import StoreManifest
+from predstore.write.jobs import OrderedJobs
 from predstore.write.store_writer import StoreWriter
-
-_STOP = object()
 
 
 class BackgroundWriter:
@@ -44,13 +41,13 @@ class BackgroundWriter:
             raise ValueError(f"max_pending_bytes must be positive, got {max_pending_bytes}")
         self.writer = writer
         self.max_pending_bytes = max_pending_bytes
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._pending = 0
         self._space = threading.Condition()
-        self._error: BaseException | None = None
-        self._raised = False
-        self._thread = threading.Thread(target=self._run, name="predstore-writer", daemon=True)
-        self._thread.start()
+        self._jobs = OrderedJobs(
+            background=True,
+            name="predstore-writer",
+            owner=f"the background writer of {writer.path}",
+        )
 
     def submit(
         self,
@@ -73,37 +70,34 @@ class BackgroundWriter:
             while (
                 self._pending
                 and self._pending + nbytes > self.max_pending_bytes
-                and self._error is None
+                and self._jobs.error is None
             ):
                 self._space.wait()
             self._pending += nbytes
         self.check()
-        self._queue.put((outputs, indices, names, dataloader_idx, nbytes, prepare))
+        self._jobs.submit(
+            self._write,
+            outputs,
+            indices,
+            names,
+            dataloader_idx,
+            nbytes,
+            prepare,
+            cleanup=lambda: self._release(nbytes),  # after an error, batches are dropped
+        )
 
     def check(self) -> None:
         """Raise the error the thread met, once, with its original traceback; later calls say it stopped."""
-        error = self._error
-        if error is None:
-            return
-        if not self._raised:
-            self._raised = True
-            raise error
-        raise PredstoreError(
-            f"the background writer of {self.writer.path} stopped after: {error!r}"
-        ) from error
+        self._jobs.check()
 
     def drain(self) -> None:
-        """Wait until every batch handed over so far is written (or the thread stopped)."""
-        done = threading.Event()
-        self._queue.put(done)
-        while not done.wait(0.1):
-            if not self._thread.is_alive():
-                break
+        """Wait until every batch handed over so far is written (or dropped after an error)."""
+        self._jobs.wait()
 
     def close(self) -> StoreManifest | None:
         """Write everything queued, then close the StoreWriter (see :meth:`StoreWriter.close`)."""
-        self._stop()
-        if self._error is not None:
+        self._jobs.close()
+        if self._jobs.error is not None:
             self.writer.fail()  # keep what was written before the error, then report it
             self.check()
         return self.writer.close()
@@ -113,35 +107,30 @@ class BackgroundWriter:
 
         Best effort, like :meth:`StoreWriter.fail`: it never raises.
         """
-        self._stop()
+        self._jobs.close()
         self.writer.fail()
 
     @property
     def pending_bytes(self) -> int:
         return self._pending
 
-    def _stop(self) -> None:
-        if self._thread.is_alive():
-            self._queue.put(_STOP)
-            self._thread.join()
+    def _write(
+        self,
+        outputs: Mapping[str, Any],
+        indices: Any,
+        names: Sequence[str | None] | None,
+        dataloader_idx: int,
+        nbytes: int,
+        prepare: Callable[[], None] | None,
+    ) -> None:
+        try:
+            if prepare is not None:
+                prepare()
+            self.writer.write(outputs, indices, names=names, dataloader_idx=dataloader_idx)
+        finally:
+            self._release(nbytes)
 
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is _STOP:
-                return
-            if isinstance(item, threading.Event):
-                item.set()
-                continue
-            outputs, indices, names, dataloader_idx, nbytes, prepare = item
-            try:
-                if self._error is None:
-                    if prepare is not None:
-                        prepare()
-                    self.writer.write(outputs, indices, names=names, dataloader_idx=dataloader_idx)
-            except BaseException as e:  # handed to the caller; later batches are dropped
-                self._error = e
-            finally:
-                with self._space:
-                    self._pending -= nbytes
-                    self._space.notify_all()
+    def _release(self, nbytes: int) -> None:
+        with self._space:
+            self._pending -= nbytes
+            self._space.notify_all()

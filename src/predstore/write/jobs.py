@@ -23,7 +23,11 @@ _STOP = object()
 
 
 class OrderedJobs:
-    def __init__(self, *, background: bool, name: str = "predstore-io") -> None:
+    def __init__(
+        self, *, background: bool, name: str = "predstore-io", owner: str = "the writer"
+    ) -> None:
+        self.owner = owner
+        """Who runs these jobs, as the error after the first one names it."""
         self.error: BaseException | None = None
         self._raised = False
         self._queue: queue.SimpleQueue[Any] | None = None
@@ -48,11 +52,15 @@ class OrderedJobs:
 
     def drain(self) -> None:
         """Wait until every job submitted so far has run; raise the first error, if any."""
+        self.wait()
+        self.check()
+
+    def wait(self) -> None:
+        """Wait until every job submitted so far has run (or cleaned up after an error)."""
         if self._queue is not None:
             done = threading.Event()
             self._queue.put(done)
             done.wait()
-        self.check()
 
     def check(self) -> None:
         """Raise the first error: itself the first time, then a PredstoreError that points to it."""
@@ -62,7 +70,7 @@ class OrderedJobs:
             self._raised = True
             raise self.error
         raise PredstoreError(
-            f"the writer stopped after an error while writing: {self.error!r}"
+            f"{self.owner} stopped after an error while writing: {self.error!r}"
         ) from self.error
 
     def close(self) -> None:

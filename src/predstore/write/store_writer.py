@@ -158,7 +158,9 @@ class StoreWriter:
         self._committed: list[PartEntry] = []
         self._last_commit = time.monotonic()
         self._closed = False
-        self._jobs = OrderedJobs(background=background)
+        self._jobs = OrderedJobs(
+            background=background, owner=f"the writer of {self.path} (rank {rank})"
+        )
         self._encoders = ThreadPoolExecutor(
             max(2, os.cpu_count() or 2), thread_name_prefix="predstore-encode"
         )
