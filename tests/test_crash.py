@@ -1,4 +1,4 @@
-"""Crash injection: real writes in subprocesses, killed with SIGKILL; see tests/crash_support.py."""
+"""Crash injection: real writes in subprocesses, killed with SIGKILL; see tests/helpers/crash_support.py."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from crash_support import plan, run_trial, soak
 from predict_support import Samples, Teacher, close, expected_logits
 from predstore.read.verify import verify
 
-PREDICT_JOB = Path(__file__).resolve().parent / "jobs" / "predict_job.py"
+PREDICT_JOB = Path(__file__).resolve().parent / "helpers" / "jobs" / "predict_job.py"
 
 
 @pytest.mark.parametrize("seed", range(30))

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 import predstore
 from predstore.format import dtypes, layout
-from predstore.read.tensors import to_torch
+from predstore.read.values import to_torch
 
 NUMERIC = [d for d in dtypes.SUPPORTED if d != dtypes.STRING]
 KINDS = ["scalar", "vector", "tensor", "ragged_small", "ragged_large", "string", "python"]

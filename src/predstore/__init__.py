@@ -41,11 +41,11 @@ from predstore.write.pending import pending
 from predstore.write.store_writer import StoreWriter
 
 if TYPE_CHECKING:
+    from predstore.datasets.map_style import PredictionDataset
+    from predstore.datasets.sequential import SequentialPredictionDataset
     from predstore.lightning.freezer import Freezer
     from predstore.lightning.prediction_writer import PredictionWriter
     from predstore.lightning.registry_logger import RegistryLogger
-    from predstore.read.dataset import PredictionDataset
-    from predstore.read.sequential import SequentialPredictionDataset
 
 __version__ = "0.1.0"
 
@@ -55,8 +55,8 @@ _LAZY = {
     "PredictionWriter": "predstore.lightning.prediction_writer",
     "Freezer": "predstore.lightning.freezer",
     "RegistryLogger": "predstore.lightning.registry_logger",
-    "PredictionDataset": "predstore.read.dataset",
-    "SequentialPredictionDataset": "predstore.read.sequential",
+    "PredictionDataset": "predstore.datasets.map_style",
+    "SequentialPredictionDataset": "predstore.datasets.sequential",
 }
 
 

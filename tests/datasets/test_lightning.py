@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Subset, TensorDataset
 import predstore
 from support import write_ranks
 
-JOB = Path(__file__).resolve().parent / "ddp_dataset_job.py"
+JOB = Path(__file__).resolve().parents[1] / "helpers" / "jobs" / "ddp_dataset_job.py"
 
 
 def quiet_trainer(**options: Any) -> pl.Trainer:

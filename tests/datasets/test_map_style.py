@@ -119,7 +119,7 @@ def test_forked_workers_share_what_they_decode(
     def no_decoding(*args: Any) -> None:
         raise AssertionError("a chunk was decoded again")
 
-    monkeypatch.setattr("predstore.read.rowreader.decode_into", no_decoding)
+    monkeypatch.setattr("predstore.datasets.rowreader.decode_into", no_decoding)
     for i in range(N):
         check_item(dataset[i], ["logits", "emb"])
 

@@ -8,7 +8,7 @@ import torch
 
 from predstore.errors import SchemaError
 from predstore.format import dtypes
-from predstore.read.tensors import to_torch
+from predstore.read.values import to_torch
 from predstore.write.batch import tensor_to_numpy
 
 NARROW = {

@@ -2,7 +2,7 @@
 
 One trial, from a seed: a standalone write by 1-3 simulated ranks (mode error,
 append onto a store or overwrite of a store), killed at a crash point of
-tests/crash_points.py or after a random delay. Then, for every trial:
+tests/helpers/crash_points.py or after a random delay. Then, for every trial:
 
 1. ``predstore.open`` reads a complete, consistent store (every visible row
    holds exactly the values its index was written with) or fails with

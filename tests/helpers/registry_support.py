@@ -17,13 +17,13 @@ from typing import Any
 import jsonschema
 
 from predstore.registry._time import iso_from_unix
-from predstore.registry.heartbeat import write_heartbeat
-from predstore.registry.metrics_csv import MetricsCsv
 from predstore.registry.run_writer import flatten_hparams
-from predstore.registry.sidecar import encode_sidecar
-from predstore.registry.summary import Summary, encode_summary
+from predstore.registry.rundir.heartbeat import write_heartbeat
+from predstore.registry.rundir.metrics_csv import MetricsCsv
+from predstore.registry.rundir.sidecar import encode_sidecar
+from predstore.registry.rundir.summary import Summary, encode_summary
 
-SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
+SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 
 
 def _validator(name: str) -> jsonschema.Draft202012Validator:

@@ -15,7 +15,7 @@ import pytest
 import predstore
 from predict_support import close, expected_logits
 
-JOB = Path(__file__).resolve().parent.parent / "jobs" / "predict_job.py"
+JOB = Path(__file__).resolve().parent.parent / "helpers" / "jobs" / "predict_job.py"
 pytestmark = pytest.mark.ddp
 
 

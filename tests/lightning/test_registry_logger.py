@@ -28,10 +28,10 @@ from torch.utils.data import DataLoader, TensorDataset
 from predstore.errors import ConfigError
 from predstore.lightning.registry_logger import RegistryLogger
 from predstore.registry._time import now_iso
-from predstore.registry.heartbeat import read_heartbeat
-from predstore.registry.media import read_media_index
+from predstore.registry.rundir.heartbeat import read_heartbeat
+from predstore.registry.rundir.media import read_media_index
 
-JOB = Path(__file__).with_name("registry_job.py")
+JOB = Path(__file__).resolve().parents[1] / "helpers" / "jobs" / "registry_job.py"
 
 
 def _sidecar(run_dir: Path) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import numpy as np
 import predstore
 from jobs.crash_job import rows
 
-JOB = Path(__file__).resolve().parent.parent / "jobs" / "append_job.py"
+JOB = Path(__file__).resolve().parent.parent / "helpers" / "jobs" / "append_job.py"
 
 
 def check_generation(store: predstore.Store) -> None:

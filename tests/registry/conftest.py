@@ -1,4 +1,4 @@
-"""Fixtures for the run-registry tests: those of tests/registry_fixtures.py."""
+"""Fixtures for the run-registry tests: those of tests/helpers/registry_fixtures.py."""
 
 from registry_fixtures import (  # noqa: F401  (fixtures are found by name)
     _run_files_follow_their_schemas,

@@ -22,8 +22,8 @@ from rich.table import Table
 
 from predstore.errors import PredstoreError
 from predstore.registry import Registry, scan
-from predstore.registry.export import write_table
-from predstore.registry.liveness import DEFAULT_STALE_AFTER
+from predstore.registry.query.table_export import write_table
+from predstore.registry.rundir.liveness import DEFAULT_STALE_AFTER
 
 app = typer.Typer(
     name="registry",

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import default_collate, get_worker_info
 
-from predstore.read.rowreader import RowReader
-from predstore.read.tensors import to_torch
+from predstore.datasets.rowreader import RowReader
+from predstore.read.values import to_torch
 
 NDArray = np.ndarray[Any, Any]
 INDEX, NAME = "index", "name"

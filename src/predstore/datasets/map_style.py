@@ -18,11 +18,11 @@ from typing import Any, Literal
 import numpy as np
 from torch.utils.data import Dataset, Subset
 
+from predstore.datasets.batching import Items, collate, items_of, read_rows
+from predstore.datasets.rowreader import RowReader
 from predstore.errors import ConfigError, MissingRowsError, OutOfRangeError, UnknownKeyError
 from predstore.format.fs import FileSystem
 from predstore.format.manifest import StoreManifest
-from predstore.read.batching import Items, collate, items_of, read_rows
-from predstore.read.rowreader import RowReader
 from predstore.read.store import Store
 from predstore.read.store import open as open_store
 
@@ -91,8 +91,8 @@ class PredictionDataset(Dataset[Any]):
         preload: bool = False,
     ) -> None:
         store = as_store(path_or_store)
-        _choose("order", order, ("index", "storage"))
-        _choose("missing", missing, ("error", "skip"))
+        check_choice("order", order, ("index", "storage"))
+        check_choice("missing", missing, ("error", "skip"))
         if source is not None and order != "index":
             raise ConfigError(
                 f"with a source, items follow the source: order must be 'index', got {order!r}"
@@ -302,7 +302,7 @@ def root_indices(source: Any) -> NDArray:
     return positions
 
 
-def _choose(name: str, value: Any, allowed: Iterable[str]) -> None:
+def check_choice(name: str, value: Any, allowed: Iterable[str]) -> None:
     allowed = tuple(allowed)
     if value not in allowed:
         raise ConfigError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")

@@ -18,12 +18,11 @@ the Zarr readers are opened anew.
 from __future__ import annotations
 
 import copy
-import functools
 import mmap
 import multiprocessing
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -31,9 +30,10 @@ import numpy as np
 import pyarrow as pa
 
 from predstore.format import dtypes
+from predstore.format.parquet import read_part
 from predstore.format.schema import NAME, KeySchema, offset_column, part_schema, shape_column
-from predstore.read.arrays import ArrayReader, decode_pool
-from predstore.read.columns import from_arrow
+from predstore.read.arrays import ArrayReader, Job, decode_into, decode_jobs
+from predstore.read.values import from_arrow
 
 if TYPE_CHECKING:
     from predstore.read.store import Store
@@ -107,59 +107,6 @@ def _shared_zeros(shape: tuple[int, ...], dtype: np.dtype[Any]) -> NDArray:
 
 
 Reader = ArrayReader | DenseArray
-
-
-Job = Callable[[], None]
-
-
-def decode_into(reader: ArrayReader, chunk_ids: list[int], out: NDArray, lo: int) -> None:
-    """Decode the rows of chunks ``chunk_ids`` that fall in ``out``, which holds rows from ``lo``.
-
-    Whole chunks are decoded straight into ``out`` (C-contiguous, the
-    array's on-disk dtype), on the decode pool: no memory is allocated for
-    them, which matters where touching new memory is slow. A chunk cut by
-    an end of ``out`` goes through a temporary.
-    """
-    run_jobs(decode_jobs(reader, chunk_ids, out, lo))
-
-
-def run_jobs(jobs: list[Job]) -> None:
-    """Run ``jobs`` (each releases the GIL for most of its time) on the decode pool."""
-    if len(jobs) == 1:
-        jobs[0]()
-    elif jobs:
-        list(decode_pool().map(lambda job: job(), jobs))
-
-
-def decode_jobs(reader: ArrayReader, chunk_ids: list[int], out: NDArray, lo: int) -> list[Job]:
-    """What :func:`decode_into` does, as one job per chunk (the shards are read here)."""
-    hi = lo + len(out)
-    reader.array  # noqa: B018  (opening decides the layout)
-    layout, length = reader._layout, int(reader.entry.chunks[0])
-    spans = [
-        (c, max(lo, c * length), min(hi, (c + 1) * length, reader.entry.length)) for c in chunk_ids
-    ]
-    if layout is None:  # not predstore's shard layout: through zarr
-        for _, a, b in spans:
-            out[a - lo : b - lo] = reader._range(a, b)
-        return []
-    for _, a, b in spans:
-        reader._check_bounds(a, b)
-    codec = layout.codec
-
-    def decode(c: int, a: int, b: int, raw: Any) -> None:
-        target = out[a - lo : b - lo]
-        if raw is None:  # a chunk never written holds the fill value
-            target[...] = 0
-        elif b - a == length and codec is not None:
-            codec.decode(raw, out=target)
-        else:
-            target[...] = layout.decode(raw)[a - c * length : b - c * length]
-
-    raws = reader._raw_chunks(chunk_ids)
-    return [
-        functools.partial(decode, c, a, b, raw) for (c, a, b), raw in zip(spans, raws, strict=True)
-    ]
 
 
 @dataclass
@@ -277,7 +224,7 @@ class RowReader:
 
         Rows that lie one after the other in one array are decoded straight
         into ``out``: that is left to the jobs returned, to be run (and
-        :func:`run_jobs` runs them in parallel) before ``out`` is read.
+        :func:`~predstore.read.arrays.run_jobs` runs them in parallel) before ``out`` is read.
         """
         spec = self.store.schema.keys[key]
         if spec.storage == "parquet":
@@ -334,7 +281,7 @@ class RowReader:
         """One Parquet column for the local rows, in local order."""
         parts = self.store.manifest.parts
         used = np.unique(self.part).tolist()
-        tables = [self.store._read_part(parts[p], [column]).column(0) for p in used]
+        tables = [read_part(self.store.fs, parts[p], [column]).column(0) for p in used]
         if not tables:
             return pa.array([], part_schema(self.store.schema).field(column).type)
         joined = pa.chunked_array([c for t in tables for c in t.chunks], tables[0].type)

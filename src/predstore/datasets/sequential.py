@@ -20,12 +20,13 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from predstore.datasets.batching import INDEX, NAME, items_of, whole_batch
+from predstore.datasets.map_style import StoreLike, as_store, check_choice, chosen_keys
+from predstore.datasets.rowreader import RowReader
 from predstore.errors import ConfigError
 from predstore.format.fs import FileSystem
 from predstore.format.manifest import StoreManifest
-from predstore.read.batching import INDEX, NAME, items_of, whole_batch
-from predstore.read.dataset import StoreLike, _choose, as_store, chosen_keys
-from predstore.read.rowreader import Job, RowReader, run_jobs
+from predstore.read.arrays import Job, run_jobs
 from predstore.read.store import Store
 
 NDArray = np.ndarray[Any, Any]
@@ -97,7 +98,7 @@ class SequentialPredictionDataset(IterableDataset[Any]):
         world_size: int | None = None,
     ) -> None:
         store = as_store(path_or_store)
-        _choose("balance", balance, ("pad", "drop", "none"))
+        check_choice("balance", balance, ("pad", "drop", "none"))
         for name, value in (("batch_size", batch_size), ("buffer_size", buffer_size)):
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ConfigError(f"{name} must be a positive int or None, got {value!r}")

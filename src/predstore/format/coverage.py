@@ -15,11 +15,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 
-from predstore.errors import CorruptStoreError
 from predstore.format.fs import FileSystem
 from predstore.format.manifest import Coverage, PartEntry
+from predstore.format.parquet import read_part
 from predstore.format.schema import DATALOADER, INDEX
 
 SAMPLE = 10
@@ -30,14 +29,7 @@ def row_keys(fs: FileSystem, parts: Sequence[PartEntry]) -> tuple[np.ndarray, np
     """``(dataloader_idx, index)`` of every row of ``parts``, in part order."""
     dls, indices = [], []
     for part in parts:
-        try:
-            table = pq.read_table(fs.uri(part.path), columns=[DATALOADER, INDEX])
-        except (OSError, ValueError) as e:
-            raise CorruptStoreError(f"part {part.path} cannot be read: {e}") from None
-        if table.num_rows != part.rows:
-            raise CorruptStoreError(
-                f"part {part.path} holds {table.num_rows} rows, its manifest says {part.rows}"
-            )
+        table = read_part(fs, part, [DATALOADER, INDEX])
         dls.append(table.column(DATALOADER).to_numpy())
         indices.append(table.column(INDEX).to_numpy())
     if not parts:

@@ -20,8 +20,8 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
 from predstore.errors import ConfigError
-from predstore.registry.layout import Status
 from predstore.registry.run_writer import RunWriter
+from predstore.registry.rundir.files import Status
 
 
 class _RunExperiment(ExperimentWriter):

@@ -9,9 +9,11 @@ zarr. Either way, nothing past the committed extent is ever read.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -268,3 +270,56 @@ class ArrayReader:
                 f"array {self.entry.path}: a part refers to positions {lo}..{hi - 1}, "
                 f"outside its committed extent {self.entry.length}"
             )
+
+
+Job = Callable[[], None]
+
+
+def decode_into(reader: ArrayReader, chunk_ids: list[int], out: NDArray, lo: int) -> None:
+    """Decode the rows of chunks ``chunk_ids`` that fall in ``out``, which holds rows from ``lo``.
+
+    Whole chunks are decoded straight into ``out`` (C-contiguous, the
+    array's on-disk dtype), on the decode pool: no memory is allocated for
+    them, which matters where touching new memory is slow. A chunk cut by
+    an end of ``out`` goes through a temporary.
+    """
+    run_jobs(decode_jobs(reader, chunk_ids, out, lo))
+
+
+def run_jobs(jobs: list[Job]) -> None:
+    """Run ``jobs`` (each releases the GIL for most of its time) on the decode pool."""
+    if len(jobs) == 1:
+        jobs[0]()
+    elif jobs:
+        list(decode_pool().map(lambda job: job(), jobs))
+
+
+def decode_jobs(reader: ArrayReader, chunk_ids: list[int], out: NDArray, lo: int) -> list[Job]:
+    """What :func:`decode_into` does, as one job per chunk (the shards are read here)."""
+    hi = lo + len(out)
+    reader.array  # noqa: B018  (opening decides the layout)
+    layout, length = reader._layout, int(reader.entry.chunks[0])
+    spans = [
+        (c, max(lo, c * length), min(hi, (c + 1) * length, reader.entry.length)) for c in chunk_ids
+    ]
+    if layout is None:  # not predstore's shard layout: through zarr
+        for _, a, b in spans:
+            out[a - lo : b - lo] = reader._range(a, b)
+        return []
+    for _, a, b in spans:
+        reader._check_bounds(a, b)
+    codec = layout.codec
+
+    def decode(c: int, a: int, b: int, raw: Any) -> None:
+        target = out[a - lo : b - lo]
+        if raw is None:  # a chunk never written holds the fill value
+            target[...] = 0
+        elif b - a == length and codec is not None:
+            codec.decode(raw, out=target)
+        else:
+            target[...] = layout.decode(raw)[a - c * length : b - c * length]
+
+    raws = reader._raw_chunks(chunk_ids)
+    return [
+        functools.partial(decode, c, a, b, raw) for (c, a, b), raw in zip(spans, raws, strict=True)
+    ]

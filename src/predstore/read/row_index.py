@@ -12,12 +12,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from predstore.errors import MissingRowsError
 from predstore.format.coverage import row_keys
 from predstore.format.fs import FileSystem
 from predstore.format.manifest import StoreManifest
+from predstore.format.parquet import read_part
 from predstore.format.schema import NAME
 
 NDArray = np.ndarray[Any, Any]
@@ -106,8 +106,8 @@ class RowIndex:
         for chunk in np.split(by_part, bounds):
             if not len(chunk):
                 continue
-            path = self._fs.uri(self._parts[self.part[chunk[0]]].path)
-            names = pq.read_table(path, columns=[NAME]).column(NAME).to_numpy(zero_copy_only=False)
+            part = self._parts[self.part[chunk[0]]]
+            names = read_part(self._fs, part, [NAME]).column(NAME).to_numpy(zero_copy_only=False)
             column[chunk] = names[self.row[chunk]]
         return column
 

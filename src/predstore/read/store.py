@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from predstore.errors import (
     CorruptStoreError,
@@ -22,6 +21,7 @@ from predstore.format import dtypes
 from predstore.format.commit import load_store_manifest
 from predstore.format.fs import FileSystem, LocalFileSystem
 from predstore.format.manifest import Coverage, PartEntry, StoreManifest
+from predstore.format.parquet import read_part
 from predstore.format.schema import (
     DATALOADER,
     INDEX,
@@ -33,9 +33,8 @@ from predstore.format.schema import (
     shape_column,
 )
 from predstore.read.arrays import ArrayReader
-from predstore.read.columns import from_arrow
-from predstore.read.rows import RowIndex
-from predstore.read.tensors import to_torch
+from predstore.read.row_index import RowIndex
+from predstore.read.values import from_arrow, to_torch
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -43,8 +42,8 @@ if TYPE_CHECKING:
     import pandas as pd
     from torch.utils.data import Dataset
 
-    from predstore.read.dataset import PredictionDataset
-    from predstore.read.sequential import SequentialPredictionDataset
+    from predstore.datasets.map_style import PredictionDataset
+    from predstore.datasets.sequential import SequentialPredictionDataset
 
 NDArray = np.ndarray[Any, Any]
 
@@ -250,27 +249,18 @@ class Store:
 
     def _part_rows(self, key: str, spec: KeySchema, part: PartEntry, rows: NDArray) -> Any:
         if spec.storage == "parquet":
-            column = self._read_part(part, [key]).column(key).take(pa.array(rows))
+            column = read_part(self.fs, part, [key]).column(key).take(pa.array(rows))
             return from_arrow(spec, column)
         array = self._arrays[(key, part.write_id, part.rank)]
         if not spec.ragged:
             return array.rows(part.array_offsets[key] + rows)
-        table = self._read_part(part, [offset_column(key), shape_column(key)]).take(pa.array(rows))
+        table = read_part(self.fs, part, [offset_column(key), shape_column(key)]).take(
+            pa.array(rows)
+        )
         starts = table.column(0).to_numpy()
         shapes = table.column(1).combine_chunks().flatten().to_numpy().reshape(len(rows), -1)
         spans = array.spans(starts, shapes.prod(axis=1))
         return [span.reshape(shape) for span, shape in zip(spans, shapes.tolist(), strict=True)]
-
-    def _read_part(self, part: PartEntry, columns: list[str]) -> pa.Table:
-        try:
-            table = pq.read_table(self.fs.uri(part.path), columns=columns)
-        except (OSError, pa.ArrowException) as e:
-            raise CorruptStoreError(f"part {part.path} cannot be read: {e}") from None
-        if table.num_rows != part.rows:
-            raise CorruptStoreError(
-                f"part {part.path} holds {table.num_rows} rows, its manifest says {part.rows}"
-            )
-        return table
 
     # -- torch datasets (torch is imported on first use) ---------------------------
 
@@ -294,7 +284,7 @@ class Store:
             teacher = predstore.open("preds.pstore").dataset(["logits"], source=train_set)
             (x, y), preds = teacher[0]
         """
-        from predstore.read.dataset import PredictionDataset
+        from predstore.datasets.map_style import PredictionDataset
 
         return PredictionDataset(
             self,
@@ -318,7 +308,7 @@ class Store:
 
             passes = predstore.open("preds.pstore").sequential_dataset(batch_size=1024)
         """
-        from predstore.read.sequential import SequentialPredictionDataset
+        from predstore.datasets.sequential import SequentialPredictionDataset
 
         return SequentialPredictionDataset(self, keys, **options)
 

@@ -1,4 +1,7 @@
-"""Turning a Parquet key's Arrow column back into the values that were written."""
+"""Value conversions on the way out: Arrow columns back to the written values, values to torch.
+
+Both keep bfloat16 and float8 bit-exact, and neither copies unless it must.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from predstore.errors import SchemaError
 from predstore.format import dtypes
 from predstore.format.schema import KeySchema
 
@@ -40,3 +44,24 @@ def _values(array: pa.Array, shape: tuple[int | None, ...], dtype: dtypes.DType)
         array = array.fill_null(0)
     flat = array.to_numpy(zero_copy_only=False)
     return dtype.from_parquet(flat).reshape(rows, *[int(d) for d in shape if d is not None])
+
+
+def to_torch(values: Any, *, key: str) -> Any:
+    """A tensor for a numpy array, a list of tensors for a list of arrays; strings stay as they are."""
+    import torch
+
+    if isinstance(values, list):
+        return [to_torch(v, key=key) for v in values]
+    if not isinstance(values, np.ndarray) or values.dtype == object:
+        return values
+    if isinstance(values, np.ma.MaskedArray):
+        raise SchemaError(
+            f"key {key!r} has null values, which a tensor cannot hold; read it as numpy"
+        )
+    dtype = dtypes.get(dtypes.name_of(values.dtype, key=key))
+    values = np.ascontiguousarray(values)
+    if not values.flags.writeable:  # Arrow buffers are read-only; a tensor must own writable memory
+        values = values.copy()
+    if dtype.zarr == dtype.numpy:
+        return torch.from_numpy(values)
+    return torch.from_numpy(values.view(dtype.zarr)).view(getattr(torch, dtype.name))

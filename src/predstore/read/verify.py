@@ -25,6 +25,7 @@ from predstore.format.commit import pending_writes
 from predstore.format.coverage import coverage, row_keys
 from predstore.format.fs import LocalFileSystem
 from predstore.format.manifest import ArrayEntry, Coverage, PartEntry
+from predstore.format.parquet import read_part
 from predstore.format.schema import offset_column, part_schema, shape_column
 from predstore.read.arrays import ArrayReader
 from predstore.read.store import Store, open
@@ -167,9 +168,7 @@ def _spans(store: Store, entry: ArrayEntry, parts: Iterable[PartEntry]) -> list[
             start = part.array_offsets.get(entry.key, 0)
             spans.append((start, start + part.rows))
             continue
-        table = pq.read_table(
-            store.fs.uri(part.path), columns=[offset_column(entry.key), shape_column(entry.key)]
-        )
+        table = read_part(store.fs, part, [offset_column(entry.key), shape_column(entry.key)])
         starts = table.column(0).to_numpy()
         shapes = table.column(1).combine_chunks().flatten().to_numpy().reshape(part.rows, -1)
         sizes = shapes.prod(axis=1)

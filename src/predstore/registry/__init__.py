@@ -15,16 +15,16 @@ Every listing is a :class:`polars.DataFrame`. See ``docs/registry.md`` for
 the files of a run directory, the cache and the query syntax.
 """
 
-from predstore.registry.cache import CACHE_NAME, default_cache_path
-from predstore.registry.fields import STATS, parse_condition, parse_field
-from predstore.registry.layout import STALE, STATUSES
-from predstore.registry.liveness import DEFAULT_STALE_AFTER, effective_status
-from predstore.registry.media import read_media_index
-from predstore.registry.query import BASE_COLUMNS, QUERY_STATUSES, Registry, RunDetail
+from predstore.registry.index.records import Problem, RunRecord, read_run_dir
+from predstore.registry.index.scanner import ScanReport, scan
+from predstore.registry.index.sqlite_cache import CACHE_NAME, default_cache_path
+from predstore.registry.query.field_sql import STATS, parse_condition, parse_field
+from predstore.registry.query.registry import BASE_COLUMNS, QUERY_STATUSES, Registry, RunDetail
 from predstore.registry.run_writer import RunWriter
-from predstore.registry.rundir import Problem, RunRecord, read_run_dir
-from predstore.registry.scanner import ScanReport, scan
-from predstore.registry.schemas import load_schema, schema_errors
+from predstore.registry.rundir.files import STALE, STATUSES
+from predstore.registry.rundir.json_schemas import load_schema, schema_errors
+from predstore.registry.rundir.liveness import DEFAULT_STALE_AFTER, effective_status
+from predstore.registry.rundir.media import read_media_index
 
 __all__ = [
     "BASE_COLUMNS",

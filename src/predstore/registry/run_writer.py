@@ -28,8 +28,7 @@ from typing import Any
 from predstore.errors import CorruptRunError
 from predstore.registry._atomic import atomic_write
 from predstore.registry._time import iso_from_unix, now_iso
-from predstore.registry.heartbeat import Heartbeat
-from predstore.registry.layout import (
+from predstore.registry.rundir.files import (
     HEARTBEAT,
     METRICS,
     SIDECAR,
@@ -38,10 +37,11 @@ from predstore.registry.layout import (
     TERMINAL,
     Status,
 )
-from predstore.registry.media import MediaLog
-from predstore.registry.metrics_csv import MetricsCsv
-from predstore.registry.sidecar import HumanFields, SidecarFile, upsert_store
-from predstore.registry.summary import Summary, encode_summary, encode_value, read_summary
+from predstore.registry.rundir.heartbeat import Heartbeat
+from predstore.registry.rundir.media import MediaLog
+from predstore.registry.rundir.metrics_csv import MetricsCsv
+from predstore.registry.rundir.sidecar import HumanFields, SidecarFile, upsert_store
+from predstore.registry.rundir.summary import Summary, encode_summary, encode_value, read_summary
 
 log = logging.getLogger(__name__)
 
@@ -283,7 +283,7 @@ class RunWriter:
     def log_image(
         self, key: str, image: Any, *, step: int | None = None, caption: str | None = None
     ) -> None:
-        """Queue an image for ``media/`` (see :mod:`predstore.registry.media`)."""
+        """Queue an image for ``media/`` (see :mod:`predstore.registry.rundir.media`)."""
         self._media.add(key, image, step=self._last_step if step is None else step, caption=caption)
         if self._job.get("status") in TERMINAL:  # no later save will come to write it
             self.guard_io("media", self._media.flush)

@@ -1,6 +1,6 @@
 """Append generation after generation to a store, for readers to watch.
 
-python tests/jobs/append_job.py PATH --generations 25 --rows 30
+python tests/helpers/jobs/append_job.py PATH --generations 25 --rows 30
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """A standalone write by several simulated ranks, to be killed at a crash point.
 
-    python tests/jobs/crash_job.py PATH --ranks 2 --samples 300 --crash shard-write:2
+    python tests/helpers/jobs/crash_job.py PATH --ranks 2 --samples 300 --crash shard-write:2
 
 Ranks are StoreWriters in one process, written to in turns (as ranks would
 interleave), closed one after the other, then finalized. Every row's values
-are a function of its index (tests/support.py), so any row can be checked.
+are a function of its index (tests/helpers/support.py), so any row can be checked.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A two-rank DDP fit that reads a store through both datasets; run by test_lightning_datasets.py.
 
-    python ddp_dataset_job.py STORE OUT
+    python tests/helpers/jobs/ddp_dataset_job.py STORE OUT
 
 Each training batch holds one batch of ``PredictionDataset`` (Lightning
 gives its DataLoader the usual DistributedSampler) and one of

@@ -1,6 +1,6 @@
 """A predict job run as its own process (DDP re-launches it once per rank).
 
-    python tests/jobs/predict_job.py PATH --devices 2 --samples 11 --batch 3 --shuffle
+    python tests/helpers/jobs/predict_job.py PATH --devices 2 --samples 11 --batch 3 --shuffle
 
 Prints one JSON line on rank 0 when predict returns: rows, coverage, warnings.
 """
@@ -40,7 +40,7 @@ def main() -> None:
         "--rank-path", action="store_true", help="each rank writes under PATH/rank<r> (not shared)"
     )
     parser.add_argument(
-        "--crash", default="", help="a crash point KIND:COUNT (tests/crash_points.py)"
+        "--crash", default="", help="a crash point KIND:COUNT (tests/helpers/crash_points.py)"
     )
     args = parser.parse_args()
     arm(args.crash)

@@ -1,6 +1,6 @@
 """A small training job with a RegistryLogger, run as a real subprocess by the tests.
 
-    python registry_job.py ROOT --max-steps N [--sleep S] [--ckpt PATH] [--late-from STEP]
+    python tests/helpers/jobs/registry_job.py ROOT --max-steps N [--sleep S] [--ckpt PATH] [--late-from STEP]
 
 It logs ``train_loss`` every step and, from ``--late-from`` on, a ``late``
 metric (a column that appears mid-run). A checkpoint ``last.ckpt`` is written

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from predstore.registry.rundir import is_run_dir, read_run_dir, signature
+from predstore.registry.index.records import is_run_dir, read_run_dir, signature
 from registry_support import RunSpec, write_run
 
 

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import polars as pl
 import pytest
 
-from predstore.registry.fields import Field
-from predstore.registry.frames import BASE_COLUMNS, runs_frame, wide_frame
+from predstore.registry.query.dataframes import BASE_COLUMNS, runs_frame, wide_frame
+from predstore.registry.query.field_sql import Field
 
 
 @pytest.mark.parametrize(

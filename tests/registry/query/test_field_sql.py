@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from predstore.errors import QueryError
-from predstore.registry.fields import (
+from predstore.registry.query.field_sql import (
     COLUMNS,
     Field,
     SqlBuilder,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from predstore.registry.heartbeat import Heartbeat, read_heartbeat, write_heartbeat
+from predstore.registry.rundir.heartbeat import Heartbeat, read_heartbeat, write_heartbeat
 
 
 def test_the_thread_beats_at_its_interval_until_stopped(tmp_path: Path) -> None:

@@ -9,9 +9,9 @@ import jsonschema
 import pytest
 
 from predstore.errors import CorruptRunError
-from predstore.registry.schemas import check, load_schema, schema_errors
+from predstore.registry.rundir.json_schemas import check, load_schema, schema_errors
 
-SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
+SCHEMAS = Path(__file__).resolve().parents[3] / "schemas"
 
 
 @pytest.mark.parametrize("name", ["sidecar", "summary"])

@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from predstore.registry.liveness import DEFAULT_STALE_AFTER, effective_status, status_sql
+from predstore.registry.rundir.liveness import DEFAULT_STALE_AFTER, effective_status, status_sql
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from predstore.errors import ConfigError
-from predstore.registry.media import MediaLog, read_media_index, to_pixels
+from predstore.registry.rundir.media import MediaLog, read_media_index, to_pixels
 
 
 def _pixels_of(path: Path) -> np.ndarray:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from predstore.registry.metrics_csv import MetricsCsv
+from predstore.registry.rundir.metrics_csv import MetricsCsv
 
 
 def _read(path: Path) -> list[list[str]]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from predstore.errors import CorruptRunError
-from predstore.registry.sidecar import HumanFields, SidecarFile, read_sidecar, upsert_store
+from predstore.registry.rundir.sidecar import HumanFields, SidecarFile, read_sidecar, upsert_store
 
 
 def _job(**overrides: object) -> dict[str, object]:

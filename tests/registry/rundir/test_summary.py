@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from predstore.errors import CorruptRunError
-from predstore.registry.summary import (
+from predstore.registry.rundir.summary import (
     Summary,
     decode_value,
     encode_summary,

@@ -20,11 +20,18 @@ from typing import Any
 from predstore.errors import CorruptRunError
 from predstore.registry._atomic import is_temp_of
 from predstore.registry._time import unix_from_iso
-from predstore.registry.heartbeat import HeartbeatInfo, read_heartbeat
-from predstore.registry.layout import HEARTBEAT, MARKERS, MEDIA_INDEX, SIDECAR, SUMMARY, TERMINAL
-from predstore.registry.media import read_media_index
-from predstore.registry.sidecar import read_sidecar
-from predstore.registry.summary import Summary, read_summary
+from predstore.registry.rundir.files import (
+    HEARTBEAT,
+    MARKERS,
+    MEDIA_INDEX,
+    SIDECAR,
+    SUMMARY,
+    TERMINAL,
+)
+from predstore.registry.rundir.heartbeat import HeartbeatInfo, read_heartbeat
+from predstore.registry.rundir.media import read_media_index
+from predstore.registry.rundir.sidecar import read_sidecar
+from predstore.registry.rundir.summary import Summary, read_summary
 
 #: Files whose (mtime, size) decide whether a run must be read again.
 WATCHED = (SIDECAR, SUMMARY, HEARTBEAT, MEDIA_INDEX)

@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from predstore.errors import RegistryError
-from predstore.registry import cache as cache_db
-from predstore.registry.rundir import Problem, RunRecord, is_run_dir, read_run_dir, signature
-from predstore.registry.summary import MetricStats
+from predstore.registry.index import sqlite_cache
+from predstore.registry.index.records import Problem, RunRecord, is_run_dir, read_run_dir, signature
+from predstore.registry.rundir.summary import MetricStats
 
 DEFAULT_MAX_DEPTH = 8
 _NOT_RUNS = frozenset({"manifest.json", "zarr.json", ".zgroup"})
@@ -75,12 +75,12 @@ def scan(
     if not root_path.is_dir():
         raise RegistryError(f"registry root {root_path} is not a directory")
     cache_path = (
-        Path(cache).resolve() if cache is not None else cache_db.default_cache_path(root_path)
+        Path(cache).resolve() if cache is not None else sqlite_cache.default_cache_path(root_path)
     )
-    conn = cache_db.open_for_writing(cache_path)
+    conn = sqlite_cache.open_for_writing(cache_path)
     try:
         counts = _scan_locked(conn, root_path, full, max_depth)
-        problems = cache_db.known_problems(conn)
+        problems = sqlite_cache.known_problems(conn)
         total = conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
     finally:
         conn.close()
@@ -103,9 +103,9 @@ def _scan_locked(
     except sqlite3.OperationalError as exc:
         raise RegistryError(f"the registry cache is busy (another scan?): {exc}") from exc
     try:
-        meta = cache_db.read_meta(conn)
+        meta = sqlite_cache.read_meta(conn)
         if full or meta.get("root") != str(root):
-            cache_db.clear(conn)
+            sqlite_cache.clear(conn)
         known = dict(conn.execute("SELECT run_dir, signature FROM entries").fetchall())
         conn.execute("DELETE FROM problems WHERE file = ''")  # walk problems are redone
         counts = {"read": 0, "unchanged": 0, "removed": 0}

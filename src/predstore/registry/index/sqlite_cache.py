@@ -26,7 +26,7 @@ import sqlite3
 from pathlib import Path
 
 from predstore.errors import RegistryError
-from predstore.registry.rundir import Problem
+from predstore.registry.index.records import Problem
 
 CACHE_NAME = ".predstore-registry.sqlite"
 CACHE_VERSION = 1

@@ -15,7 +15,7 @@ from typing import Any
 
 import polars as pl
 
-from predstore.registry.fields import STATS, Field
+from predstore.registry.query.field_sql import STATS, Field
 
 _TIMESTAMPS = ("created_at", "started_at", "updated_at", "ended_at")
 _INTS = ("attempt", "step", "media_count")

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from predstore.errors import QueryError
-from predstore.registry.liveness import status_sql
+from predstore.registry.rundir.liveness import status_sql
 
 #: Known columns: public name -> SQL expression over the ``runs`` table.
 COLUMNS: dict[str, str] = {

@@ -1,8 +1,8 @@
 """Querying a scanned registry: ``ls``, ``best``, ``show`` and the wide table, as polars DataFrames.
 
 Every query reads the SQLite cache read-only. Filters and sort keys are
-fields (see :mod:`predstore.registry.fields`) bound as SQL parameters.
-Statuses are reported as of the last scan (see :mod:`predstore.registry.liveness`).
+fields (see :mod:`predstore.registry.query.field_sql`) bound as SQL parameters.
+Statuses are reported as of the last scan (see :mod:`predstore.registry.rundir.liveness`).
 """
 
 from __future__ import annotations
@@ -18,18 +18,9 @@ from typing import Any, Literal
 import polars as pl
 
 from predstore.errors import QueryError, UnknownRunError
-from predstore.registry import cache as cache_db
 from predstore.registry._time import iso_from_unix
-from predstore.registry.export import write_table
-from predstore.registry.fields import (
-    COLUMNS,
-    OPERATORS,
-    Field,
-    SqlBuilder,
-    parse_condition,
-    parse_field,
-)
-from predstore.registry.frames import (
+from predstore.registry.index import sqlite_cache
+from predstore.registry.query.dataframes import (
     BASE_COLUMNS,
     PROBLEMS_SCHEMA,
     STORES_SCHEMA,
@@ -37,8 +28,17 @@ from predstore.registry.frames import (
     runs_frame,
     wide_frame,
 )
-from predstore.registry.layout import STALE, STATUSES
-from predstore.registry.liveness import DEFAULT_STALE_AFTER
+from predstore.registry.query.field_sql import (
+    COLUMNS,
+    OPERATORS,
+    Field,
+    SqlBuilder,
+    parse_condition,
+    parse_field,
+)
+from predstore.registry.query.table_export import write_table
+from predstore.registry.rundir.files import STALE, STATUSES
+from predstore.registry.rundir.liveness import DEFAULT_STALE_AFTER
 
 #: Statuses a query reports and accepts as a filter.
 QUERY_STATUSES = (*STATUSES, STALE)
@@ -101,8 +101,8 @@ class Registry:
     def __init__(self, cache: Path, *, stale_after: float = DEFAULT_STALE_AFTER) -> None:
         self.cache = Path(cache)
         self.stale_after = float(stale_after)
-        self._conn = cache_db.open_for_reading(self.cache)
-        meta = cache_db.read_meta(self._conn)
+        self._conn = sqlite_cache.open_for_reading(self.cache)
+        meta = sqlite_cache.read_meta(self._conn)
         self.root = Path(meta["root"]) if "root" in meta else None
         self.scanned_at = float(meta["scanned_at"]) if "scanned_at" in meta else 0.0
 
@@ -118,7 +118,7 @@ class Registry:
         if cache is None:
             if root is None:
                 raise QueryError("Registry.open needs a root directory or a cache path")
-            cache = cache_db.default_cache_path(root)
+            cache = sqlite_cache.default_cache_path(root)
         return cls(Path(cache), stale_after=stale_after)
 
     def close(self) -> None:
@@ -253,7 +253,7 @@ class Registry:
 
     def problems(self) -> pl.DataFrame:
         """Every known problem of the scanned run directories."""
-        rows = cache_db.known_problems(self._conn)
+        rows = sqlite_cache.known_problems(self._conn)
         return pl.DataFrame(
             {
                 "run_dir": [p.run_dir for p in rows],

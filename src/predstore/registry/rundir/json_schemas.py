@@ -16,10 +16,10 @@ SchemaName = Literal["sidecar", "summary"]
 
 @functools.cache
 def load_schema(name: SchemaName) -> dict[str, Any]:
-    """The schema document shipped in ``predstore/format/schemas/<name>.schema.json``."""
+    """The schema document shipped in ``predstore/registry/rundir/schemas/<name>.schema.json``."""
     text = (
         resources.files("predstore")
-        .joinpath("format", "schemas", f"{name}.schema.json")
+        .joinpath("registry", "rundir", "schemas", f"{name}.schema.json")
         .read_text(encoding="utf-8")
     )
     schema: dict[str, Any] = json.loads(text)

@@ -21,7 +21,7 @@ that both agree.
 
 from __future__ import annotations
 
-from predstore.registry.layout import STALE
+from predstore.registry.rundir.files import STALE
 
 #: Default seconds without a sign of life after which a running run is stale.
 DEFAULT_STALE_AFTER = 300.0

@@ -36,9 +36,9 @@ import numpy as np
 
 from predstore.errors import ConfigError
 from predstore.registry._atomic import atomic_write
-from predstore.registry._png import encode_png
 from predstore.registry._time import now_iso
-from predstore.registry.layout import MEDIA_DIR, MEDIA_INDEX
+from predstore.registry.rundir._png import encode_png
+from predstore.registry.rundir.files import MEDIA_DIR, MEDIA_INDEX
 
 log = logging.getLogger(__name__)
 

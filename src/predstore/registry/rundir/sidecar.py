@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from predstore.errors import CorruptRunError
-from predstore.registry import schemas
 from predstore.registry._atomic import commit_temp, discard, write_temp
+from predstore.registry.rundir import json_schemas
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def read_sidecar(path: Path) -> dict[str, Any]:
         CorruptRunError: if it is not a JSON object following the sidecar schema.
     """
     doc = _parse(path.read_bytes(), path)
-    schemas.check(doc, "sidecar", str(path))
+    json_schemas.check(doc, "sidecar", str(path))
     return doc
 
 

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from predstore.errors import CorruptRunError
-from predstore.registry import schemas
 from predstore.registry._time import now_iso
-from predstore.registry.layout import SUMMARY_VERSION
+from predstore.registry.rundir import json_schemas
+from predstore.registry.rundir.files import SUMMARY_VERSION
 
 #: Columns of a metrics row that are coordinates, not metrics.
 COORDINATES = frozenset({"step", "epoch"})
@@ -178,5 +178,5 @@ def read_summary(path: Path) -> tuple[Summary, dict[str, Any]]:
         doc = json.loads(path.read_bytes())
     except (ValueError, UnicodeDecodeError) as exc:
         raise CorruptRunError(f"{path} is not valid JSON: {exc}") from exc
-    schemas.check(doc, "summary", str(path))
+    json_schemas.check(doc, "summary", str(path))
     return Summary.from_json(doc), doc

@@ -1,0 +1,1 @@
+"""Queries over the SQLite cache, returning polars DataFrames; fields and exports."""

@@ -1,0 +1,1 @@
+"""A run directory's files: names, formats, JSON Schemas, and the rules that read them."""
