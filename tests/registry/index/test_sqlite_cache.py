@@ -57,4 +57,6 @@ def test_an_other_version_is_dropped_by_the_writer_and_refused_by_readers(tmp_pa
 
 
 def test_default_location() -> None:
-    assert sqlite_cache.default_cache_path("/data/runs") == Path("/data/runs/.predstore-registry.sqlite")
+    assert sqlite_cache.default_cache_path("/data/runs") == Path(
+        "/data/runs/.predstore-registry.sqlite"
+    )
