@@ -215,6 +215,21 @@ def test_logs_each_transition_once(
     assert "at step 2" in unfroze[0]
 
 
+def test_a_selection_that_freezes_nothing_is_logged_once(
+    make_trainer: Any, tiny_module_cls: Any, lightning_info_log: list[str]
+) -> None:
+    module = tiny_module_cls()
+    for param in module.network.encoder.parameters():
+        param.requires_grad_(False)  # frozen elsewhere: not the Freezer's to freeze or restore
+    freezer = Freezer(prefixes=["network.encoder"], until_step=3)
+    make_trainer(max_steps=6, callbacks=[freezer]).fit(module)
+    froze = [m for m in lightning_info_log if m.startswith("Freezer froze")]
+    unfroze = [m for m in lightning_info_log if m.startswith("Freezer unfroze")]
+    assert froze == [m for m in froze if "froze 0 parameters (0 elements) at step 0" in m]
+    assert len(froze) == 1 and len(unfroze) == 1 and "at step 3" in unfroze[0]
+    assert not any(p.requires_grad for p in module.network.encoder.parameters())
+
+
 def test_bad_module_attr_is_a_clear_error(make_trainer: Any, tiny_module_cls: Any) -> None:
     freezer = Freezer(names=["encoder.0.weight"], module_attr="backbone")
     with pytest.raises(ConfigError, match=r"TinyModule\.backbone to be a torch.nn.Module"):

@@ -101,6 +101,7 @@ class Freezer(Callback):
         self.module_attr = module_attr
         self._frozen: list[torch.nn.Parameter] = []
         self._frozen_names: list[str] = []
+        self._freezing = False  # in the frozen phase, even if it found nothing to freeze
         self._selection: _Selection | None = None
 
     @property
@@ -126,13 +127,15 @@ class Freezer(Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: object, batch_idx: int
     ) -> None:
         freeze = self.should_freeze(trainer)
-        if freeze and not self._frozen:
+        # The phase, not the parameters held, decides: a selection that freezes
+        # nothing is logged once, not at every batch.
+        if freeze and not self._freezing:
             self._freeze(trainer, pl_module)
-        elif not freeze and self._frozen:
+        elif not freeze and self._freezing:
             self._unfreeze(f"at step {trainer.global_step}, epoch {trainer.current_epoch}")
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if self._frozen:
+        if self._freezing:
             self._unfreeze("at the end of fitting")
 
     def _resolve(self, pl_module: pl.LightningModule) -> _Selection:
@@ -198,6 +201,7 @@ class Freezer(Callback):
             param.grad = None  # no stale gradient: no decay or momentum step either
             self._frozen.append(param)
             self._frozen_names.append(name)
+        self._freezing = True
         where = f"at step {trainer.global_step}, epoch {trainer.current_epoch}"
         self._report("froze", self._frozen_names, self._frozen, where)
 
@@ -207,6 +211,7 @@ class Freezer(Callback):
         self._report("unfroze", self._frozen_names, self._frozen, where)
         self._frozen = []
         self._frozen_names = []
+        self._freezing = False
 
     @staticmethod
     def _report(verb: str, names: list[str], params: list[torch.nn.Parameter], where: str) -> None:
