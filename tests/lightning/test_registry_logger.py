@@ -25,6 +25,7 @@ from PIL import Image
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
+from predstore import registry
 from predstore.errors import ConfigError
 from predstore.lightning.registry_logger import RegistryLogger
 from predstore.registry._time import now_iso
@@ -336,6 +337,28 @@ def test_register_store_without_a_trainer(tmp_path: Path) -> None:
         logger.register_store("/stores/c", rows=-1, committed_at=now_iso(), write_id="w4")
     with pytest.raises(ConfigError, match="write_id must be a non-empty string"):
         logger.register_store("/stores/c", rows=1, committed_at=now_iso(), write_id="")
+
+
+def test_paths_are_recorded_absolute_and_the_name_is_listed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    logger = RegistryLogger("runs", name="resnet", version="v")
+    best = ModelCheckpoint(dirpath="ckpt", monitor="val_loss", mode="min")
+    _trainer(tmp_path, logger, enable_checkpointing=True, callbacks=[best]).fit(ImageModule())
+    logger.register_store("preds.pstore", rows=1, committed_at=now_iso(), write_id="w1")
+    logger.register_store("s3://bucket/preds.pstore", rows=2, committed_at=now_iso(), write_id="w2")
+    sidecar = _sidecar(logger.run_dir)
+    assert [s["path"] for s in sidecar["stores"]] == [
+        str(tmp_path / "preds.pstore"),
+        "s3://bucket/preds.pstore",
+    ]
+    assert sidecar["best_checkpoint"]["path"] == str(tmp_path / best.best_model_path)
+    assert Path(sidecar["best_checkpoint"]["path"]).is_file()
+    assert sidecar["display_name"] == "resnet"
+    registry.scan(tmp_path / "runs")
+    with registry.Registry.open(tmp_path / "runs") as reg:
+        assert reg.ls()["display_name"].to_list() == ["resnet"]
 
 
 def test_register_store_from_a_callback_in_a_fit(tmp_path: Path) -> None:

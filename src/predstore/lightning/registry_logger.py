@@ -77,7 +77,8 @@ class RegistryLogger(CSVLogger):
         flush_logs_every_n_steps: also force a save every this many steps.
         run_id: id of a new run (default: ``<UTC time>-<random hex>``); a
             resumed run keeps the id it has.
-        display_name: a human-friendly name; people may edit it in the sidecar.
+        display_name: a human-friendly name (default: ``name``); people may edit
+            it in the sidecar.
         tags: tags of a new run; a SLURM array job adds ``sweep:<array job id>``.
         notes: free text of a new run.
         heartbeat_interval: seconds between heartbeats (a background thread).
@@ -110,7 +111,8 @@ class RegistryLogger(CSVLogger):
         )
         self._run_options: dict[str, Any] = {
             "run_id": _optional_text(run_id, "run_id"),
-            "display_name": _optional_text(display_name, "display_name"),
+            # The experiment name is what a person calls the run until they name it.
+            "display_name": _optional_text(display_name, "display_name") or name or None,
             "tags": _tags(tags),
             "notes": _text(notes, "notes"),
             "heartbeat_interval": _seconds(heartbeat_interval, "heartbeat_interval", 0.0, False),
@@ -201,7 +203,7 @@ class RegistryLogger(CSVLogger):
         if best:
             score = checkpoint_callback.best_model_score
             value = None if score is None else float(score)
-            run.set_best_checkpoint(str(best), checkpoint_callback.monitor, value)
+            run.set_best_checkpoint(_location(best), checkpoint_callback.monitor, value)
         # What the checkpoint covers should be on disk before training goes on.
         run.save(force=True)
 
@@ -237,6 +239,9 @@ class RegistryLogger(CSVLogger):
     ) -> None:
         """Record a committed prediction store in the sidecar (called by PredictionWriter).
 
+        A local path is recorded absolute, so that the registry finds the
+        store from any directory; a URL (``s3://...``) is recorded as given.
+
         A later commit of the same path replaces its entry. The sidecar is
         written at once.
 
@@ -250,7 +255,7 @@ class RegistryLogger(CSVLogger):
             count = -1
         if isinstance(rows, bool) or count < 0:
             raise ConfigError(f"register_store rows must be a non-negative integer; got {rows!r}")
-        location = os.fspath(path)
+        location = _location(path)
         for arg, value in (
             ("path", location),
             ("committed_at", committed_at),
@@ -260,6 +265,12 @@ class RegistryLogger(CSVLogger):
         self._open_run().register_store(
             location, rows=count, committed_at=committed_at, write_id=write_id
         )
+
+
+def _location(path: str | os.PathLike[str]) -> str:
+    """An absolute local path, or a URL as given: what stays true from any working directory."""
+    text = os.fspath(path)
+    return text if "://" in text else os.path.abspath(text)
 
 
 def _failure_status() -> tuple[Status, str | None]:
