@@ -37,6 +37,7 @@ from predstore.format.fs import LocalFileSystem
 from predstore.format.manifest import StoreManifest
 from predstore.read.store import Store, open
 from predstore.write.keys import KeySpec
+from predstore.write.options import WriteOptions
 from predstore.write.pending import pending
 from predstore.write.store_writer import StoreWriter
 
@@ -130,6 +131,7 @@ __all__ = [
     "StoreWriter",
     "UnknownKeyError",
     "UnknownRunError",
+    "WriteOptions",
     "__version__",
     "finalize",
     "open",

@@ -62,8 +62,13 @@ class CommitConflictError(PredstoreError):
     """Another process committed the store while this commit was being prepared."""
 
 
-class ConfigError(PredstoreError, ValueError):
-    """A callback or logger was given invalid or conflicting arguments."""
+class ConfigError(PredstoreError, ValueError, TypeError):
+    """A writer, callback or logger was given invalid or conflicting arguments.
+
+    Both a ``ValueError`` and a ``TypeError``: a wrong value and a value of the
+    wrong type are both configuration errors, and whichever a caller catches
+    keeps catching it.
+    """
 
 
 class RegistryError(PredstoreError):

@@ -9,6 +9,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import ml_dtypes
+import pyarrow.parquet as pq
 import pytest
 import torch
 from torch.utils.data import DataLoader, Subset
@@ -307,7 +308,10 @@ trainer:
         mode: overwrite
         keys:
           prob: skip
+          pred: {{codec: gzip, level: 9}}
         shard_bytes: 1048576
+        chunk_bytes: 4096
+        row_group_bytes: 65536
 """
     )
     cli = LightningCLI(
@@ -315,9 +319,42 @@ trainer:
     )
     (writer,) = [c for c in cli.trainer.callbacks if isinstance(c, predstore.PredictionWriter)]
     assert writer.name_key == "case" and writer.mode == "overwrite"
+    assert writer.options.chunk_bytes == 4096 and writer.options.row_group_bytes == 65536
     cli.trainer.predict(cli.model, DataLoader(Samples(5), batch_size=2))
     store = predstore.open(tmp_path / "s")
     assert len(store) == 5 and "prob" not in store
+    (logits,) = store.manifest.arrays
+    assert logits.chunks == [2, 300]  # 4096 bytes hold 2 rows of float32[300]
+    part = pq.ParquetFile(tmp_path / "s" / store.manifest.parts[0].path)
+    columns = part.metadata.row_group(0)
+    assert {columns.column(i).path_in_schema: columns.column(i).compression for i in (0, 3)} == {
+        "index": "ZSTD",
+        "pred": "GZIP",
+    }
+
+
+def test_a_mistyped_option_fails_before_predict_starts(tmp_path: Path) -> None:
+    with pytest.raises(predstore.ConfigError, match="mode must be one of"):
+        predstore.PredictionWriter(str(tmp_path / "s"), mode="overwrites")
+
+
+def test_a_name_key_that_predict_step_does_not_return_lists_the_keys_returned(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(
+        predstore.ConfigError,
+        match=r"name_key='case_id', but predict_step returned the keys "
+        r"\['case', 'logits', 'pred', 'prob'\]; return each sample's name under that key",
+    ):
+        predict(tmp_path / "s", DataLoader(Samples(6), batch_size=3), name_key="case_id")
+
+
+def test_a_keys_rule_that_matches_no_output_warns_once_in_predict(tmp_path: Path) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        predict(tmp_path / "s", DataLoader(Samples(12), batch_size=3), keys={"logit": "zarr"})
+    unmatched = [w for w in caught if "match no key" in str(w.message)]
+    assert len(unmatched) == 1 and "['logit']" in str(unmatched[0].message)
 
 
 @pytest.mark.parametrize("only_pending", [True, False])

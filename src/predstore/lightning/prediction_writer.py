@@ -5,22 +5,22 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
-from typing import Any, Literal
+from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from predstore.errors import CoverageError, PredstoreError, StoreNotCommittedError
+from predstore.errors import ConfigError, CoverageError, PredstoreError, StoreNotCommittedError
 from predstore.format import layout
-from predstore.format.commit import RETENTION, finalize
+from predstore.format.commit import finalize
 from predstore.format.fs import LocalFileSystem
 from predstore.format.manifest import StoreManifest
 from predstore.lightning.indices import IndexSource, batch_rows
-from predstore.write import codecs
 from predstore.write.background import BackgroundWriter
-from predstore.write.store_writer import MiB, StoreWriter
+from predstore.write.options import MiB, WriteOptions, check_names, check_options
+from predstore.write.store_writer import StoreWriter
 
 LARGE_RUN = 10_000
 """From this many expected samples, keeping every output in memory is worth a warning."""
@@ -54,42 +54,57 @@ class PredictionWriter(BasePredictionWriter):
     lost). If predict fails, what was written is committed to the rank
     manifests: ``predstore finalize`` or ``mode="resume"`` picks it up.
 
-    The other arguments are those of :class:`predstore.StoreWriter`.
+    Every option of :class:`predstore.WriteOptions` (``mode``, ``keys``,
+    ``chunk_bytes``, ``codec``, ...) is an argument of the same name, or pass
+    the options object itself; all are checked here, when the callback is built.
+
+    Args:
+        path: the store's directory.
+        options: the write options as one object; options given by name override it.
+        name_key: the output that holds each row's name.
+        index_key: the output that holds each row's dataset index.
+        strict: raise ``CoverageError`` (after the commit) on duplicated or missing indices.
+        max_pending_bytes: outputs that may wait for the writer before predict blocks.
+        option_values: any option of :class:`predstore.WriteOptions`, by name.
     """
 
     def __init__(
         self,
         path: str,
+        options: WriteOptions | None = None,
         *,
         name_key: str | None = None,
         index_key: str | None = None,
-        keys: list[str] | dict[str, Any] | None = None,
-        mode: Literal["error", "overwrite", "append", "resume"] = "error",
         strict: bool = False,
         max_pending_bytes: int = 64 * MiB,
-        parquet_max_bytes: int = 1024,
-        codec: str = codecs.DEFAULT,
-        codec_level: int | None = None,
-        shard_bytes: int = 64 * MiB,
-        commit_interval: float | None = 300.0,
-        durable: bool = False,
-        retention: float = RETENTION,
+        **option_values: Any,
     ) -> None:
         super().__init__(write_interval="batch")
         self.path = os.fspath(path)
+        # Spelled out (not resolve()) so that LightningCLI finds every option's name and type.
+        check_options(options)
+        check_names(option_values)
+        if options is None:
+            options = WriteOptions(**option_values)
+        self.options = options.replace(**option_values) if option_values else options
+        for name, value in (("name_key", name_key), ("index_key", index_key)):
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ConfigError(
+                    f"{name} must be the name of an output (a str) or None, got {value!r}"
+                )
+        if not isinstance(strict, bool):
+            raise ConfigError(f"strict must be True or False, got {strict!r}")
+        if (
+            isinstance(max_pending_bytes, bool)
+            or not isinstance(max_pending_bytes, int)
+            or max_pending_bytes < 1
+        ):
+            raise ConfigError(
+                f"max_pending_bytes must be a positive int, got {max_pending_bytes!r}"
+            )
         self.name_key, self.index_key = name_key, index_key
-        self.mode, self.strict = mode, strict
+        self.mode, self.strict = self.options.mode, strict
         self.max_pending_bytes = max_pending_bytes
-        self.writer_options: dict[str, Any] = {
-            "keys": keys,
-            "parquet_max_bytes": parquet_max_bytes,
-            "codec": codec,
-            "codec_level": codec_level,
-            "shard_bytes": shard_bytes,
-            "commit_interval": commit_interval,
-            "durable": durable,
-            "retention": retention,
-        }
         self.manifest: StoreManifest | None = None
         """The store manifest committed by the last ``trainer.predict`` (on every rank)."""
         self._writer: BackgroundWriter | None = None
@@ -140,12 +155,11 @@ class PredictionWriter(BasePredictionWriter):
     ) -> StoreWriter:
         return StoreWriter(
             self.path,
+            self.options,
             rank=trainer.global_rank,
             world_size=trainer.world_size,
             write_id=write_id,
-            mode=self.mode,
             provenance=_provenance(trainer, pl_module),
-            **self.writer_options,
         )
 
     def _abandon(self, writer: StoreWriter | None, write_id: str, rank: int) -> None:
@@ -198,11 +212,15 @@ class PredictionWriter(BasePredictionWriter):
         writer.check()  # an error of the writer thread surfaces here, at the next batch
         outputs = _as_outputs(prediction)
         rows = batch_rows(outputs)
-        if self.index_key is not None and self.index_key not in outputs:
-            raise PredstoreError(
-                f"index_key={self.index_key!r}, but predict_step returned the keys {sorted(outputs)}; "
-                "return each sample's dataset index under that key"
-            )
+        for option, key, holds in (
+            ("index_key", self.index_key, "dataset index"),
+            ("name_key", self.name_key, "name"),
+        ):
+            if key is not None and key not in outputs:
+                raise ConfigError(
+                    f"{option}={key!r}, but predict_step returned the keys {sorted(outputs)}; "
+                    f"return each sample's {holds} under that key"
+                )
         source = self._sources.setdefault(
             dataloader_idx,
             IndexSource(
@@ -215,6 +233,8 @@ class PredictionWriter(BasePredictionWriter):
         indices = source.indices(outputs, batch_indices, rows if rows is not None else 0)
         self._warn_once_positional(source, dataloader_idx)
         names = _names(outputs.pop(self.name_key, None), self.name_key) if self.name_key else None
+        if self._first_batch:
+            writer.writer.check_rules(outputs)  # here, on the predict loop's thread
         if self._first_batch and writer.writer.plan.schema is not None:
             # An append or a resume knows its schema: a batch that does not fit fails now.
             writer.writer.validate(outputs, indices, names=names, dataloader_idx=dataloader_idx)
@@ -257,7 +277,7 @@ class PredictionWriter(BasePredictionWriter):
                 manifest = finalize(
                     store.fs,
                     write_ids=[*store.plan.resumes, store.write_id],
-                    retention=self.writer_options["retention"],
+                    retention=self.options.retention,
                 )
             except PredstoreError as e:
                 error = e

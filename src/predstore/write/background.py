@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from predstore.errors import ConfigError
 from predstore.format.manifest import StoreManifest
 from predstore.write.jobs import OrderedJobs
 from predstore.write.store_writer import StoreWriter
@@ -38,7 +39,7 @@ class BackgroundWriter:
 
     def __init__(self, writer: StoreWriter, *, max_pending_bytes: int = 64 << 20) -> None:
         if max_pending_bytes < 1:
-            raise ValueError(f"max_pending_bytes must be positive, got {max_pending_bytes}")
+            raise ConfigError(f"max_pending_bytes must be positive, got {max_pending_bytes}")
         self.writer = writer
         self.max_pending_bytes = max_pending_bytes
         self._pending = 0

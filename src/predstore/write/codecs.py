@@ -22,6 +22,8 @@ from typing import Any, Literal
 import numcodecs
 from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
 
+from predstore.errors import ConfigError
+
 DEFAULT = "auto"
 NAMES = ("auto", "zstd", "blosc-zstd", "blosc-lz4", "gzip", "none")
 WORTH_COMPRESSING = 1.2
@@ -51,7 +53,35 @@ def compressors(
         return [GzipCodec(level=5 if level is None else level)]
     if name == "none":
         return []
-    raise ValueError(f"unknown codec {name!r}; choose one of {', '.join(NAMES)}")
+    raise ConfigError(f"unknown codec {name!r}; choose one of {', '.join(NAMES)}")
+
+
+_PARQUET = {
+    "auto": "zstd",
+    "zstd": "zstd",
+    "blosc-zstd": "zstd",
+    "blosc-lz4": "lz4",
+    "gzip": "gzip",
+}
+_PARQUET_LEVEL = {"zstd": 1, "gzip": 5}
+
+
+def parquet(name: str | None, level: int | None) -> tuple[str, int | None]:
+    """The Parquet column compression closest to codec ``name`` at ``level``.
+
+    Parquet has no Blosc: ``blosc-zstd`` is zstd, ``blosc-lz4`` is LZ4 (which
+    takes no level); ``auto`` is zstd at level 1, which every Parquet reader
+    decodes fast.
+    """
+    name = name or DEFAULT
+    if name == "none":
+        return ("none", None)
+    if name not in _PARQUET:
+        raise ConfigError(f"unknown codec {name!r}; choose one of {', '.join(NAMES)}")
+    parquet_name = _PARQUET[name]
+    if parquet_name == "lz4" or name == "auto":
+        return (parquet_name, _PARQUET_LEVEL.get(parquet_name))
+    return (parquet_name, _PARQUET_LEVEL[parquet_name] if level is None else level)
 
 
 def choose(sample: bytes, itemsize: int) -> str:

@@ -17,12 +17,12 @@ from __future__ import annotations
 import fnmatch
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 import numpy as np
 
-from predstore.errors import SchemaError
+from predstore.errors import ConfigError, SchemaError
 from predstore.format import dtypes
 from predstore.format.schema import KeySchema
 from predstore.write.batch import Column
@@ -48,11 +48,11 @@ class KeySpec:
 
     def __post_init__(self) -> None:
         if self.storage not in ("auto", "parquet", "zarr", "skip"):
-            raise ValueError(
+            raise ConfigError(
                 f"storage must be 'auto', 'parquet', 'zarr' or 'skip', got {self.storage!r}"
             )
         if self.dtype is not None and self.dtype not in dtypes.SUPPORTED:
-            raise ValueError(
+            raise ConfigError(
                 f"dtype must be one of {', '.join(dtypes.SUPPORTED)}, got {self.dtype!r}"
             )
 
@@ -69,7 +69,9 @@ class KeyRules:
         if keys is None:
             return
         if isinstance(keys, str):
-            raise TypeError(f"keys must be a list of key names or a dict, got the string {keys!r}")
+            raise ConfigError(
+                f"keys must be a list of key names or a dict, got the string {keys!r}"
+            )
         if isinstance(keys, Mapping):
             self.specs = {str(k): _spec(k, v) for k, v in keys.items()}
         else:
@@ -82,6 +84,11 @@ class KeyRules:
             if fnmatch.fnmatchcase(key, pattern):
                 return spec
         return KeySpec()
+
+    def unmatched(self, keys: Sequence[str]) -> list[str]:
+        """The names and patterns of ``keys=`` that match none of ``keys``."""
+        rules = [*(self.only or []), *self.specs]
+        return [r for r in rules if not any(fnmatch.fnmatchcase(k, r) for k in keys)]
 
     def keep(self, key: str) -> bool:
         if self.only is not None and not any(fnmatch.fnmatchcase(key, p) for p in self.only):
@@ -97,8 +104,16 @@ def _spec(key: str, value: KeySpec | str | Mapping[str, Any] | None) -> KeySpec:
     if isinstance(value, str):
         return KeySpec(storage=value)  # type: ignore[arg-type]
     if isinstance(value, Mapping):
+        unknown = sorted(set(value) - {f.name for f in fields(KeySpec)})
+        if unknown:
+            raise ConfigError(
+                f"keys[{key!r}]: unknown field {', '.join(map(str, unknown))}; "
+                "a KeySpec has storage, codec, level and dtype"
+            )
         return KeySpec(**value)
-    raise TypeError(f"keys[{key!r}] must be a KeySpec, 'auto', 'parquet', 'zarr', 'skip' or a dict")
+    raise ConfigError(
+        f"keys[{key!r}] must be a KeySpec, 'auto', 'parquet', 'zarr', 'skip' or a dict"
+    )
 
 
 def infer(key: str, column: Column, spec: KeySpec, parquet_max_bytes: int) -> KeySchema:

@@ -8,6 +8,7 @@ commit the file is closed and renamed into place, and becomes immutable.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,9 @@ from predstore.format.schema import (
 from predstore.write.batch import Batch, Column
 
 NDArray = np.ndarray[Any, Any]
+ParquetCodec = tuple[str, int | None]
+"""A Parquet compression and its level (``None``: the codec's default, or it has none)."""
+DEFAULT_CODEC: ParquetCodec = ("zstd", 1)
 
 
 class PartWriter:
@@ -43,13 +47,13 @@ class PartWriter:
         rank: int,
         schema: Schema,
         row_group_bytes: int,
-        compression: str = "zstd",
+        codecs: Mapping[str, ParquetCodec] | None = None,
     ) -> None:
         self.fs, self.write_id, self.rank = fs, write_id, rank
         self.schema = schema
         self.arrow_schema = part_schema(schema)
         self.row_group_bytes = row_group_bytes
-        self.compression = compression
+        self.compression, self.compression_level = _compression(self.arrow_schema, codecs or {})
         self.seq = 0
         self.rows = 0  # rows in the open part
         self.bytes_written = 0  # encoded bytes of the open part's finished row groups
@@ -103,7 +107,7 @@ class PartWriter:
                 sink,
                 self.arrow_schema,
                 compression=self.compression,
-                compression_level=1,
+                compression_level=self.compression_level,
                 use_dictionary=[NAME, *self._string_keys()],
                 write_statistics=[INDEX, DATALOADER],
             )
@@ -198,6 +202,33 @@ def _discard(stack: contextlib.ExitStack | None) -> None:
     if stack is not None:
         with contextlib.suppress(Exception):
             stack.__exit__(RuntimeError, RuntimeError("part discarded"), None)
+
+
+def _compression(
+    schema: pa.Schema, codecs: Mapping[str, ParquetCodec]
+) -> tuple[dict[str, str], dict[str, int]]:
+    """Per Parquet leaf column, its compression and level: a key's codec, else the default."""
+    names, levels = {}, {}
+    for field in schema:
+        name, level = codecs.get(field.name, DEFAULT_CODEC)
+        for leaf in _leaves(field.name, field.type):
+            names[leaf] = name
+            if level is not None:
+                levels[leaf] = level
+    return names, levels
+
+
+def _leaves(path: str, type_: pa.DataType) -> list[str]:
+    """The Parquet paths of the leaf columns of a field (lists written as ``<name>.list.element``)."""
+    if (
+        pa.types.is_list(type_)
+        or pa.types.is_fixed_size_list(type_)
+        or pa.types.is_large_list(type_)
+    ):
+        return _leaves(f"{path}.list.element", type_.value_type)
+    if pa.types.is_struct(type_):
+        return [leaf for f in type_ for leaf in _leaves(f"{path}.{f.name}", f.type)]
+    return [path]
 
 
 def to_arrow(spec: KeySchema, column: Column) -> pa.Array:

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from predstore.errors import StoreExistsError
+from predstore.errors import ConfigError, StoreExistsError
 from predstore.format import layout
 from predstore.format.commit import committed, load_store_manifest, pending_writes
 from predstore.format.coverage import row_keys
@@ -76,7 +76,7 @@ class WritePlan:
 def plan_write(fs: FileSystem, *, mode: Mode, write_id: str, check: bool) -> WritePlan:
     """The plan of a new write; with ``check`` (rank 0), refuse what ``mode`` forbids."""
     if mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     base = committed(fs) if check else load_store_manifest(fs)
     generation = base.generation if base else 0
     unfinished = {w: r for w, r in unfinished_writes(fs, base).items() if w != write_id}

@@ -8,6 +8,7 @@ import os
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
@@ -17,13 +18,18 @@ import msgspec
 import numpy as np
 import pyarrow as pa
 
-from predstore.errors import InvalidBatchError, PredstoreError, SchemaError, StoreExistsError
+from predstore.errors import (
+    ConfigError,
+    InvalidBatchError,
+    PredstoreError,
+    SchemaError,
+    StoreExistsError,
+)
 from predstore.format import dtypes, layout
-from predstore.format.commit import RETENTION, finalize, save_rank_manifest
+from predstore.format.commit import finalize, save_rank_manifest
 from predstore.format.fs import FileSystem, LocalFileSystem
 from predstore.format.manifest import (
     ArrayEntry,
-    Mode,
     PartEntry,
     RankManifest,
     RankState,
@@ -33,13 +39,13 @@ from predstore.format.manifest import (
 from predstore.format.schema import KeySchema, Schema, offset_column, shape_column
 from predstore.write import codecs
 from predstore.write.arrays import ArrayStream, pow2_floor
-from predstore.write.batch import Batch, Column, normalize
+from predstore.write.batch import Batch, Column, flatten, normalize
 from predstore.write.jobs import OrderedJobs
-from predstore.write.keys import KeyRules, KeysArg, conform, infer
+from predstore.write.keys import conform, infer
+from predstore.write.options import WriteOptions, resolve
 from predstore.write.parts import PartWriter, SealedPart
 from predstore.write.plan import plan_write
 
-MiB = 1 << 20
 _log = logging.getLogger("predstore")
 
 
@@ -68,8 +74,9 @@ class StoreWriter:
     when its arrays fill a shard (``shard_bytes``), when its Parquet data
     reaches ``part_bytes``, every ``commit_interval`` seconds, and on close.
 
-    ``retention`` (seconds) is how long the files of a store this write
-    replaces (``mode="overwrite"``) stay for readers that opened it before.
+    The options (``mode``, ``keys``, the sizes, the codec, ...) are those of
+    :class:`predstore.WriteOptions`, given by name or as one object; they are
+    checked here, before anything is written.
 
     Each Zarr key's rows fill an inner chunk (``chunk_bytes``); full chunks
     are compressed on a small pool and appended to their shard file by an
@@ -90,61 +97,32 @@ class StoreWriter:
     def __init__(
         self,
         path: str | os.PathLike[str],
+        options: WriteOptions | None = None,
         *,
         rank: int = 0,
         world_size: int = 1,
         write_id: str | None = None,
-        mode: Mode = "error",
-        keys: KeysArg = None,
-        parquet_max_bytes: int = 1024,
-        codec: str = codecs.DEFAULT,
-        codec_level: int | None = None,
-        shard_bytes: int = 64 * MiB,
-        chunk_bytes: int = 1 * MiB,
-        row_group_bytes: int = 64 * MiB,
-        part_bytes: int = 512 * MiB,
-        commit_interval: float | None = 300.0,
-        durable: bool = False,
-        background: bool = True,
-        retention: float = RETENTION,
         expected: Mapping[int, int] | None = None,
         index_source: str | None = None,
         provenance: Mapping[str, Any] | None = None,
         filesystem: FileSystem | None = None,
+        **option_values: Any,
     ) -> None:
         _check_rank(rank, world_size, write_id)
-        for name, value in (
-            ("shard_bytes", shard_bytes),
-            ("chunk_bytes", chunk_bytes),
-            ("row_group_bytes", row_group_bytes),
-            ("part_bytes", part_bytes),
-        ):
-            if value < 1:
-                raise ValueError(f"{name} must be positive, got {value}")
-        codecs.compressors(codec, codec_level, 1)  # fail now on an unknown codec name
+        self.options = resolve(options, option_values)
         self.path = os.fspath(path)
         if os.path.isfile(self.path):
             raise StoreExistsError(f"{self.path} is a file; a store is a directory")
-        self.fs = filesystem or LocalFileSystem(self.path, durable=durable)
-        self.rank, self.world_size, self.mode = rank, world_size, mode
-        self.write_id = layout.check_write_id(write_id or layout.new_write_id())
+        self.fs = filesystem or LocalFileSystem(self.path, durable=self.options.durable)
+        self.rank, self.world_size, self.mode = rank, world_size, self.options.mode
+        self.write_id = write_id or layout.new_write_id()
         if self.fs.exists(layout.rank_manifest(self.write_id, rank)):
             raise StoreExistsError(
                 f"{self.path}: rank {rank} of write {self.write_id} exists already; "
                 "every write needs a new write_id"
             )
-        self.plan = plan_write(self.fs, mode=mode, write_id=self.write_id, check=rank == 0)
-        self._rules = KeyRules(keys)
-        self._sizes = {
-            "parquet_max_bytes": parquet_max_bytes,
-            "shard_bytes": shard_bytes,
-            "chunk_bytes": chunk_bytes,
-            "row_group_bytes": row_group_bytes,
-            "part_bytes": part_bytes,
-        }
-        self._codec = (codec, codec_level)
-        self._commit_interval = commit_interval
-        self._retention = retention
+        self.plan = plan_write(self.fs, mode=self.mode, write_id=self.write_id, check=rank == 0)
+        self._rules = self.options.rules
         self._expected: dict[int, int] = dict(expected or {})
         self._index_source = index_source
         self._provenance = {"host": socket.gethostname(), "pid": os.getpid(), **(provenance or {})}
@@ -159,13 +137,14 @@ class StoreWriter:
         self._last_commit = time.monotonic()
         self._closed = False
         self._jobs = OrderedJobs(
-            background=background, owner=f"the writer of {self.path} (rank {rank})"
+            background=self.options.background, owner=f"the writer of {self.path} (rank {rank})"
         )
         self._encoders = ThreadPoolExecutor(
             max(2, os.cpu_count() or 2), thread_name_prefix="predstore-encode"
         )
         self._in_flight = threading.Semaphore(2 * max(2, os.cpu_count() or 2) + 2)
         self.rows_skipped = 0
+        self._rules_checked = not (self._rules.only or self._rules.specs)
         self._save("open")
 
     # -- writing ---------------------------------------------------------
@@ -185,6 +164,7 @@ class StoreWriter:
         usable and everything written before is kept.
         """
         self._check_open()  # an error of the writer's I/O surfaces here, at the next batch
+        self.check_rules(outputs)
         batch = normalize(
             outputs, indices, names=names, dataloader_idx=dataloader_idx, keep=self._rules.keep
         )
@@ -232,6 +212,24 @@ class StoreWriter:
                     conform(key, schema.keys[key], column)
             _check_key_sets(schema, batch)
 
+    def check_rules(self, outputs: Mapping[str, Any]) -> None:
+        """Warn, once (on rank 0), about ``keys=`` rules that match no key of the first batch.
+
+        A rule that matches nothing is most often a typo (``"logit"`` for
+        ``"logits"``), which would otherwise store the key as ``auto`` decides.
+        """
+        if self._rules_checked:
+            return
+        self._rules_checked = True
+        unmatched = self._rules.unmatched(list(flatten(outputs)))
+        if unmatched and self.rank == 0:
+            warnings.warn(
+                f"{self.path}: the keys= rules {unmatched} match no key of the first batch "
+                f"(its keys: {sorted(flatten(outputs))}); check their spelling",
+                UserWarning,
+                stacklevel=3,
+            )
+
     def set_expected(self, length: int, dataloader_idx: int = 0) -> None:
         """Record how many samples ``dataloader_idx`` has, for the coverage figures."""
         self._expected[int(dataloader_idx)] = int(length)
@@ -268,7 +266,9 @@ class StoreWriter:
         self._save("closed")
         if self.world_size == 1:
             return finalize(
-                self.fs, write_ids=[*self.plan.resumes, self.write_id], retention=self._retention
+                self.fs,
+                write_ids=[*self.plan.resumes, self.write_id],
+                retention=self.options.retention,
             )
         return None
 
@@ -358,7 +358,7 @@ class StoreWriter:
         known = self.plan.schema
         if known is not None:
             return known
-        max_bytes = self._sizes["parquet_max_bytes"]
+        max_bytes = self.options.parquet_max_bytes
         return Schema(
             {k: infer(k, c, self._rules.spec(k), max_bytes) for k, c in batch.columns.items()}
         )
@@ -393,13 +393,18 @@ class StoreWriter:
             write_id=self.write_id,
             rank=self.rank,
             schema=schema,
-            row_group_bytes=self._sizes["row_group_bytes"],
+            row_group_bytes=self.options.row_group_bytes,
+            codecs={
+                key: codecs.parquet(*self._codec_of(key))
+                for key, spec in schema.keys.items()
+                if spec.storage == "parquet"
+            },
         )
         zarr_keys = {k: s for k, s in schema.keys.items() if s.storage == "zarr"}
         fixed = [s.row_bytes for s in zarr_keys.values() if not s.ragged]
         # Every fixed-shape array shares one shard length, so a part that fills
         # the widest key's shard fills every shard at once.
-        self._shard_rows = pow2_floor(self._sizes["shard_bytes"] / max(fixed)) if fixed else 0
+        self._shard_rows = pow2_floor(self.options.shard_bytes / max(fixed)) if fixed else 0
         for key, spec in zarr_keys.items():
             self._arrays[key] = self._array_stream(key, spec, first.columns[key])
 
@@ -407,12 +412,8 @@ class StoreWriter:
         itemsize = dtypes.get(spec.dtype).itemsize
         # One position along the first axis: a row, or one element of a ragged key's flat array.
         unit = itemsize if spec.ragged else max(1, spec.row_bytes)
-        shard_len = (
-            pow2_floor(self._sizes["shard_bytes"] / unit) if spec.ragged else self._shard_rows
-        )
-        user = self._rules.spec(key)
-        codec = user.codec or self._codec[0]
-        level = user.level if user.level is not None else self._codec[1]
+        shard_len = pow2_floor(self.options.shard_bytes / unit) if spec.ragged else self._shard_rows
+        codec, level = self._codec_of(key)
         return ArrayStream(
             self.fs,
             path=layout.array(self.write_id, self.rank, key),
@@ -421,12 +422,18 @@ class StoreWriter:
             write_id=self.write_id,
             rank=self.rank,
             shard_len=shard_len,
-            chunk_len=min(shard_len, pow2_floor(self._sizes["chunk_bytes"] / unit)),
+            chunk_len=min(shard_len, pow2_floor(self.options.chunk_bytes / unit)),
             compressors=codecs.compressors(codec, level, itemsize, sample=_sample(first)),
             encoders=self._encoders,
             jobs=self._jobs,
             in_flight=self._in_flight,
         )
+
+    def _codec_of(self, key: str) -> tuple[str, int | None]:
+        """The codec and level of ``key``: its ``keys=`` rule's, else the store's."""
+        user = self._rules.spec(key)
+        level = user.level if user.level is not None else self.options.codec_level
+        return user.codec or self.options.codec, level
 
     def _room(self) -> int:
         """Rows the open part can take before its shards are full."""
@@ -463,9 +470,9 @@ class StoreWriter:
         if self._room() == 0:
             return True
         pending = self._parts.open_bytes + self._ragged_bytes
-        if pending >= self._sizes["part_bytes"]:
+        if pending >= self.options.part_bytes:
             return True
-        interval = self._commit_interval
+        interval = self.options.commit_interval
         return interval is not None and time.monotonic() - self._last_commit >= interval
 
     def _commit_part(self) -> None:
@@ -551,11 +558,16 @@ def _sample(column: Column, limit: int = 1 << 20) -> bytes:
 
 def _check_rank(rank: int, world_size: int, write_id: str | None) -> None:
     if not isinstance(world_size, int) or world_size < 1:
-        raise ValueError(f"world_size must be a positive int, got {world_size!r}")
+        raise ConfigError(f"world_size must be a positive int, got {world_size!r}")
     if not isinstance(rank, int) or not 0 <= rank < world_size:
-        raise ValueError(f"rank must be an int in [0, {world_size}), got {rank!r}")
+        raise ConfigError(f"rank must be an int in [0, {world_size}), got {rank!r}")
     if world_size > 1 and write_id is None:
-        raise ValueError(
+        raise ConfigError(
             "with world_size > 1 every rank must pass the same write_id "
             "(predstore.format.layout.new_write_id() makes one)"
         )
+    if write_id is not None:
+        try:
+            layout.check_write_id(write_id)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
