@@ -1,5 +1,6 @@
 """The automatic codec choice: compress what shrinks, store noise as is."""
 
+import numcodecs
 import numpy as np
 import pytest
 
@@ -8,8 +9,11 @@ from predstore.write import codecs
 
 def test_auto_stores_float_noise_uncompressed() -> None:
     noise = np.random.default_rng(0).standard_normal(1 << 16).astype(np.float32)
-    assert codecs.choose(noise.tobytes(), 4) == "none"
-    assert codecs.compressors("auto", noise.tobytes(), 4) == []
+    assert codecs.choose(noise.tobytes(), 4) == "stored"
+    (stored,) = codecs.compressors("auto", None, 4, sample=noise.tobytes())
+    assert (stored.cname.value, stored.clevel) == ("zstd", 0)  # Blosc at level 0 copies bytes
+    encoded = numcodecs.Blosc(cname="zstd", clevel=0, shuffle=0).encode(noise)
+    assert len(encoded) == noise.nbytes + 16
 
 
 def test_auto_compresses_masks_with_zstd() -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import zarr
 
 import predstore
 from predstore.errors import (
@@ -422,3 +423,53 @@ def test_an_error_of_the_io_thread_surfaces_with_its_traceback(
     assert rank.state == "failed" and rank.rows == 16  # what was committed before the error
     predstore.finalize(path)
     assert_rows(predstore.open(path), range(16))
+
+
+def _noise(rng: np.random.Generator, rows: int) -> np.ndarray:
+    """float32[1000] rows of random bits: data no codec can shrink."""
+    return rng.integers(0, 2**32, (rows, 1000), dtype=np.uint32).view(np.float32)
+
+
+def _data_files(root: Path) -> dict[str, int]:
+    """Every file of a store but its manifests (store, history and rank manifests)."""
+    return {
+        str(p.relative_to(root)): p.stat().st_size
+        for p in root.rglob("*")
+        if p.is_file()
+        and p.name != "manifest.json"
+        and p.parent.name != "_commits"
+        and not p.name.startswith("rank-")
+    }
+
+
+@pytest.mark.parametrize("rows", [10, 262, 300, 1000])
+def test_a_small_store_pays_for_no_padding(tmp_path: Path, rows: int) -> None:
+    rng = np.random.default_rng(rows)
+    logits = _noise(rng, rows)
+    with predstore.StoreWriter(tmp_path / "s") as writer:
+        writer.write({"logits": logits}, indices=np.arange(rows))
+    files = _data_files(tmp_path / "s")
+    assert sorted(Path(f).name for f in files) == ["0", "r00000-000000.parquet", "zarr.json"]
+    raw = logits.nbytes
+    assert sum(files.values()) <= raw * 1.02 + 8 * 1024, (raw, files)
+    store = predstore.open(tmp_path / "s")
+    assert np.array_equal(store.read("logits").view(np.uint32), logits.view(np.uint32))
+    (array,) = store.manifest.arrays
+    stored = zarr.open_array(str(tmp_path / "s" / array.path), mode="r")[:rows]
+    assert np.array_equal(stored.view(np.uint32), logits.view(np.uint32))  # zarr reads it too
+
+
+def test_many_small_appends_cost_at_most_a_tenth_more_than_their_values(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    written = []
+    for i in range(30):
+        logits = _noise(rng, 10)
+        with predstore.StoreWriter(tmp_path / "s", mode="append" if i else "error") as writer:
+            writer.write({"logits": logits}, indices=np.arange(10 * i, 10 * i + 10))
+        written.append(logits)
+    files = _data_files(tmp_path / "s")
+    assert len(files) == 30 * 3  # per write: one shard, its zarr.json, one Parquet part
+    raw = sum(w.nbytes for w in written)
+    assert sum(files.values()) <= raw * 1.10, (raw, sum(files.values()))
+    got = predstore.open(tmp_path / "s").read("logits")
+    assert np.array_equal(got.view(np.uint32), np.concatenate(written).view(np.uint32))

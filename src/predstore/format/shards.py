@@ -55,12 +55,13 @@ class ShardLayout:
 
     def encode(self, rows: NDArray) -> Any:
         """One inner chunk, encoded: ``rows`` (at most ``chunk_len``) padded with zeros to full size."""
+        codec = self.codec
         if len(rows) < self.chunk_len:  # an edge chunk is stored at full size, filled with zeros
             padded = np.zeros((self.chunk_len, *rows.shape[1:]), rows.dtype)
             padded[: len(rows)] = rows
-            rows = padded
+            rows, codec = padded, _padding_codec(codec)
         raw = np.ascontiguousarray(rows)
-        return raw.reshape(-1).view(np.uint8) if self.codec is None else self.codec.encode(raw)
+        return raw.reshape(-1).view(np.uint8) if codec is None else codec.encode(raw)
 
     def write(self, fs: FileSystem, path: str, data: NDArray, pool: Executor) -> None:
         """Write ``data`` (at most one shard of rows, from the shard's start) as the shard file ``path``."""
@@ -153,6 +154,20 @@ def layout_of(
     if len(inner) == 2 and codec is None:
         return None
     return ShardLayout(chunk[0], shard_len // chunk[0], tuple(shape[1:]), dtype, codec)
+
+
+def _padding_codec(codec: Codec | None) -> Codec | None:
+    """The codec of a zero-padded edge chunk: Blosc at level 0 (stored) becomes level 5.
+
+    A Blosc frame says how it was written, so any Blosc decoder reads frames
+    of every level: the padding of a small write then costs a few hundred
+    bytes instead of a whole chunk, and full chunks still cost no CPU.
+    """
+    if isinstance(codec, numcodecs.Blosc) and codec.clevel == 0:
+        return numcodecs.Blosc(
+            cname=codec.cname, clevel=5, shuffle=codec.shuffle, blocksize=codec.blocksize
+        )
+    return codec
 
 
 def _codec(spec: dict[str, Any]) -> Codec | None:

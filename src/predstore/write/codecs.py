@@ -6,7 +6,9 @@ bytes of floats; bits for one-byte types) and with zstd at level 1:
 
 - if neither shrinks the sample by a fifth (float logits and embeddings,
   whose mantissas are noise: 0-10%), the key is stored uncompressed, since
-  compressing would cost CPU beside the predict loop for nothing;
+  compressing would cost CPU beside the predict loop for nothing; only the
+  zero padding of a part's last, partial chunk is compressed (Blosc at
+  level 0 in ``zarr.json``, so that small writes do not pay for padding);
 - if zstd shrinks it at least 1.5x more than LZ4 (masks, label maps, sparse
   outputs: 10-2000x), zstd, whose ratio is then worth its ~0.5 GB/s;
 - otherwise (class probabilities, smooth outputs: 2-3x) Blosc-LZ4, which
@@ -53,6 +55,10 @@ def compressors(
         return [GzipCodec(level=5 if level is None else level)]
     if name == "none":
         return []
+    if name == "stored":
+        # Blosc at level 0 keeps each chunk's bytes as they are (a 16-byte header
+        # added), yet lets a zero-padded edge chunk be compressed: see ShardLayout.encode.
+        return [BloscCodec(cname="zstd", clevel=0, shuffle="noshuffle", typesize=itemsize)]
     raise ConfigError(f"unknown codec {name!r}; choose one of {', '.join(NAMES)}")
 
 
@@ -92,7 +98,7 @@ def choose(sample: bytes, itemsize: int) -> str:
     lz4 = _ratio(numcodecs.Blosc("lz4", 5, shuffle, typesize=itemsize), sample)
     zstd = _ratio(numcodecs.Zstd(level=1), sample)
     if max(lz4, zstd) < WORTH_COMPRESSING:
-        return "none"
+        return "stored"
     return "zstd" if zstd >= WORTH_ZSTD * lz4 else "blosc-lz4"
 
 
