@@ -19,10 +19,13 @@ def pending(path: str | os.PathLike[str], dataset: Any, dataloader_idx: int = 0)
 
     Example::
 
+        import lightning as L
         import predstore
+        from torch.utils.data import DataLoader
 
         left = predstore.pending("preds.pstore", dataset)
-        trainer.predict(model, DataLoader(left), callbacks=[predstore.PredictionWriter("preds.pstore", mode="resume")])
+        writer = predstore.PredictionWriter("preds.pstore", mode="resume")
+        L.Trainer(callbacks=[writer]).predict(model, DataLoader(left))
 
     Committed means in the store, or in the rank manifests of an unfinished
     write that ``mode="resume"`` would continue. Samples are matched by their
