@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from docs.run_examples import blocks
+from doc_examples import blocks
 
 ROOT = Path(__file__).resolve().parents[2]
-RUNNER = Path(__file__).with_name("run_examples.py")
+RUNNER = ROOT / "tests" / "helpers" / "doc_examples.py"
 MARKDOWN = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 WITH_CODE = [p for p in MARKDOWN if blocks(p.read_text())]
 

@@ -1,6 +1,6 @@
 """Run every ```python block of one Markdown file, in order, in one namespace.
 
-    python run_examples.py README.md
+    python doc_examples.py README.md
 
 Run in a fresh, empty working directory. A block whose first line is
 ``# not run by the tests: <reason>`` is skipped. Tracebacks name the Markdown
