@@ -360,7 +360,7 @@ def test_bad_options(store: predstore.Store, options: dict[str, Any], message: s
 
 
 def test_not_a_store(tmp_path: Path) -> None:
-    with pytest.raises(TypeError, match="expected a store path or a predstore.Store, got int"):
+    with pytest.raises(ConfigError, match="expected a store path or a predstore.Store, got int"):
         predstore.PredictionDataset(3)  # type: ignore[arg-type]
 
 

@@ -266,7 +266,7 @@ def as_store(path_or_store: StoreLike) -> Store:
         return path_or_store
     if isinstance(path_or_store, str | os.PathLike):
         return open_store(path_or_store)
-    raise TypeError(
+    raise ConfigError(
         f"expected a store path or a predstore.Store, got {type(path_or_store).__name__}"
     )
 
