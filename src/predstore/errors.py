@@ -38,6 +38,10 @@ class CorruptStoreError(PredstoreError):
     """A manifest or data file is unreadable, inconsistent or unsafe."""
 
 
+class StorePermissionError(PredstoreError, PermissionError):
+    """A file of the store exists but this process may not read it."""
+
+
 class FormatVersionError(PredstoreError):
     """The store was written by a newer predstore format than this one reads."""
 

@@ -57,3 +57,23 @@ def assert_rows(store: predstore.Store, indices: Iterable[int]) -> None:
     expected = batch(wanted)
     for key in expected:
         assert np.array_equal(store.read(key, wanted), expected[key]), key
+
+
+def write_mixed(path: Path, rows: int = 64) -> None:
+    """A store with every kind of stored byte: Parquet keys, an uncompressed Zarr key
+    (``logits``), a zstd key (``mask``) and a zstd ragged key (``tokens``), several inner
+    chunks per shard."""
+    keys = {"mask": {"codec": "zstd"}, "tokens": {"storage": "zarr", "codec": "zstd"}}
+    with predstore.StoreWriter(path, keys=keys, chunk_bytes=4096, shard_bytes=64 << 10) as w:
+        for start in range(0, rows, 16):
+            indices = list(range(start, min(rows, start + 16)))
+            w.write(batch(indices) | mixed_batch(indices), indices)
+
+
+def mixed_batch(indices: Iterable[int]) -> dict[str, Any]:
+    """The ``mask`` and ``tokens`` values of :func:`write_mixed`."""
+    indices = list(indices)
+    return {
+        "mask": np.stack([(np.arange(2048) % (i % 5 + 2) == 0).astype(np.uint8) for i in indices]),
+        "tokens": [np.arange(i % 7 + 300, dtype=np.int32) * i for i in indices],
+    }

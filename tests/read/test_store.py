@@ -168,3 +168,22 @@ def test_repr_names_rows_and_keys(store: predstore.Store) -> None:
         and "logits: float32[300] (zarr)" in text
         and "mask: uint8[?, ?, ?] (zarr)" in text
     )
+
+
+@pytest.mark.parametrize(
+    "indices",
+    [[True, False], np.array([True, False]), 1.5, [1.5], "0", ["0"], [[0, 1], [2, 3]], [0, None]],
+    ids=["bools", "bool-array", "float", "floats", "string", "strings", "2-d", "none"],
+)
+def test_read_refuses_anything_but_integer_indices(store: predstore.Store, indices) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InvalidBatchError, match="indices must be"):
+        store.read("pred", indices)
+
+
+def test_read_takes_every_integer_kind(store: predstore.Store) -> None:
+    expected = store.read("pred", [1, 2])
+    for indices in ([1, 2], np.array([1, 2], np.uint8), torch.tensor([1, 2]), range(1, 3)):
+        assert np.array_equal(store.read("pred", indices), expected)
+    assert store.read("pred", []).shape == (0,)
+    with pytest.raises(MissingRowsError, match=str(2**64 - 1)):
+        store.read("pred", np.array([2**64 - 1], np.uint64))

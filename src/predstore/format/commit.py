@@ -31,6 +31,7 @@ from predstore.format import layout
 from predstore.format.coverage import coverage, row_keys
 from predstore.format.fs import TEMP_MARKER, FileSystem
 from predstore.format.manifest import (
+    MAX_MANIFEST_BYTES,
     RankManifest,
     RetiredWrite,
     StoreManifest,
@@ -48,7 +49,7 @@ _LIBRARIES = ("predstore", "torch", "lightning", "numpy", "pyarrow", "zarr", "nu
 def load_store_manifest(fs: FileSystem) -> StoreManifest | None:
     """The published store manifest, or ``None`` when the store was never committed."""
     try:
-        data = fs.read_bytes(layout.MANIFEST)
+        data = fs.read_metadata(layout.MANIFEST, MAX_MANIFEST_BYTES)
     except FileNotFoundError:
         return None
     return decode(data, StoreManifest, source=fs.uri(layout.MANIFEST))
@@ -56,7 +57,7 @@ def load_store_manifest(fs: FileSystem) -> StoreManifest | None:
 
 def load_rank_manifest(fs: FileSystem, write_id: str, rank: int) -> RankManifest:
     path = layout.rank_manifest(write_id, rank)
-    return decode(fs.read_bytes(path), RankManifest, source=fs.uri(path))
+    return decode(fs.read_metadata(path, MAX_MANIFEST_BYTES), RankManifest, source=fs.uri(path))
 
 
 def save_rank_manifest(fs: FileSystem, manifest: RankManifest) -> None:
@@ -69,7 +70,7 @@ def committed(fs: FileSystem) -> StoreManifest | None:
     while True:
         record = layout.commit_record(current.generation + 1 if current else 1)
         try:
-            data = fs.read_bytes(record)
+            data = fs.read_metadata(record, MAX_MANIFEST_BYTES)
         except FileNotFoundError:
             return current
         current = decode(data, StoreManifest, source=fs.uri(record))

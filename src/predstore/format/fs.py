@@ -5,7 +5,10 @@ file under a temporary name and move it into place, create a file only if it
 is absent, read, size, list (writers and recovery only; readers never list)
 and delete. Paths are store-relative POSIX paths checked by
 :func:`predstore.format.layout.check_relpath`, so a manifest can never make
-predstore touch anything outside its store.
+predstore touch anything outside its store. Only regular files are read (a
+FIFO or a device in a store is refused, never waited on), and metadata files
+are read through :meth:`FileSystem.read_metadata`, which refuses a file
+larger than its limit before reading it.
 
 :class:`LocalFileSystem` implements the contract on a local or network-mounted
 directory. An object-store implementation plugs in here without touching the
@@ -19,11 +22,15 @@ import abc
 import contextlib
 import os
 import shutil
+import stat
 import uuid
 from collections.abc import Iterator
 from typing import IO, Any
 
-from predstore.errors import CorruptStoreError
+import google_crc32c
+import numpy as np
+
+from predstore.errors import CorruptStoreError, StorePermissionError
 from predstore.format.layout import check_relpath
 
 TEMP_MARKER = ".tmp-"
@@ -79,6 +86,21 @@ class FileSystem(abc.ABC):
     def zarr_store(self, path: str, *, read_only: bool) -> Any:
         """A ``zarr.abc.store.Store`` rooted at the directory ``path`` (one array)."""
 
+    def read_metadata(self, path: str, limit: int) -> bytes:
+        """The whole of the metadata file ``path``, refused if it is larger than ``limit`` bytes."""
+        size = self.size(path)
+        if size > limit:
+            raise CorruptStoreError(
+                f"{path} is {size} bytes, larger than the {limit} bytes predstore reads as "
+                "metadata; the file is damaged or not predstore's"
+            )
+        return self.read_bytes(path)
+
+    def input_uri(self, path: str) -> str:
+        """:meth:`uri` of a file that pyarrow or polars will read, after checking it is readable."""
+        self.size(path)
+        return self.uri(path)
+
 
 class LocalFileSystem(FileSystem):
     """A store in a directory of a local or network-mounted file system.
@@ -109,13 +131,32 @@ class LocalFileSystem(FileSystem):
         return full
 
     def read_bytes(self, path: str) -> bytes:
-        with open(self.resolve(path), "rb") as f:
-            return f.read()
+        with self._open_file(path) as (fd, size):
+            return _pread_all(fd, size, 0)
 
     def read_range(self, path: str, start: int, length: int) -> bytes:
-        fd = os.open(self.resolve(path), os.O_RDONLY)
+        with self._open_file(path) as (fd, size):
+            return _pread_all(fd, min(length, max(0, size - start)), start)
+
+    def input_uri(self, path: str) -> str:
+        with self._open_file(path):
+            return self.resolve(path)
+
+    @contextlib.contextmanager
+    def _open_file(self, path: str) -> Iterator[tuple[int, int]]:
+        """A descriptor of the regular file ``path`` and its size.
+
+        Opened without blocking (a FIFO would wait for a writer forever) and
+        checked to be a regular file before a byte is read.
+        """
         try:
-            return os.pread(fd, length, start)
+            fd = os.open(self.resolve(path), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except PermissionError:
+            raise _denied(path) from None
+        try:
+            info = os.fstat(fd)
+            _check_regular(path, info)
+            yield fd, info.st_size
         finally:
             os.close(fd)
 
@@ -160,7 +201,12 @@ class LocalFileSystem(FileSystem):
             raise
 
     def size(self, path: str) -> int:
-        return os.stat(self.resolve(path)).st_size
+        try:
+            info = os.stat(self.resolve(path))
+        except PermissionError:
+            raise _denied(path) from None
+        _check_regular(path, info)
+        return info.st_size
 
     def exists(self, path: str) -> bool:
         return os.path.exists(self.resolve(path))
@@ -187,6 +233,63 @@ class LocalFileSystem(FileSystem):
         # One store per array: zarr then writes no group metadata above it,
         # and every file it writes belongs to the array's own rank.
         return LocalStore(self.resolve(path), read_only=read_only)
+
+
+def crc32c(data: Any, crc: int = 0) -> int:
+    """The CRC-32C of the bytes of ``data`` (any buffer), continuing from ``crc``."""
+    return int(google_crc32c.extend(crc, np.frombuffer(data, np.uint8)))
+
+
+class ChecksumSink:
+    """A binary file being written that keeps the CRC-32C of every byte written through it."""
+
+    def __init__(self, sink: IO[bytes]) -> None:
+        self._sink = sink
+        self.crc32c = 0
+
+    def write(self, data: Any) -> int:
+        self.crc32c = crc32c(data, self.crc32c)
+        return self._sink.write(data)
+
+    def __getattr__(self, name: str) -> Any:  # tell, flush, closed, ...: the file's own
+        return getattr(self._sink, name)
+
+
+def file_crc32c(fs: FileSystem, path: str, size: int, block: int = 8 << 20) -> int:
+    """The CRC-32C of the first ``size`` bytes of ``path``, read in blocks through ``fs``."""
+    crc = 0
+    for start in range(0, size, block):
+        crc = crc32c(fs.read_range(path, start, min(block, size - start)), crc)
+    return crc
+
+
+def _check_regular(path: str, info: os.stat_result) -> None:
+    if not stat.S_ISREG(info.st_mode):
+        raise CorruptStoreError(
+            f"{path} is not a regular file (a directory, FIFO, socket or device); "
+            "a store holds only regular files: the store is damaged or was tampered with"
+        )
+
+
+def _denied(path: str) -> StorePermissionError:
+    return StorePermissionError(
+        f"{path}: permission denied; make the store's files readable by this user "
+        "(chmod, chown) or read the store as their owner"
+    )
+
+
+def _pread_all(fd: int, length: int, start: int) -> bytes:
+    """``length`` bytes from ``start`` (fewer only at the end of the file)."""
+    data = os.pread(fd, length, start)
+    if len(data) == length or not data:
+        return data
+    pieces = [data]
+    while length > (got := sum(map(len, pieces))):
+        more = os.pread(fd, length - got, start + got)
+        if not more:
+            break
+        pieces.append(more)
+    return b"".join(pieces)
 
 
 def _durable_temp(full: str, data: bytes) -> str:

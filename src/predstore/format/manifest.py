@@ -23,9 +23,14 @@ from predstore.format.schema import Schema
 FORMAT_NAME = "predstore"
 FORMAT_VERSION = 1
 
+MAX_MANIFEST_BYTES = 256 << 20
+"""A manifest larger than this is refused unread: it is damaged, not a store's."""
+
 Mode = Literal["error", "overwrite", "append", "resume"]
 RankState = Literal["open", "closed", "failed"]
 Count = Annotated[int, msgspec.Meta(ge=0)]
+Length = Annotated[int, msgspec.Meta(ge=1)]
+Crc32c = Annotated[int, msgspec.Meta(ge=0, lt=2**32)]
 
 
 class PartEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -42,6 +47,8 @@ class PartEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     index_max: int
     array_offsets: dict[str, Count] = {}
     """For each fixed-shape Zarr key: position of this part's first row in the rank's array."""
+    crc32c: Crc32c | None = None
+    """The CRC-32C of the whole file (absent in stores written before checksums)."""
 
 
 class ArrayEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -56,12 +63,16 @@ class ArrayEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     length: Count
     """Committed extent along the first axis: rows, or elements for a ragged (flat) array."""
     shape: list[Count]
-    chunks: list[Count]
-    shards: list[Count]
+    chunks: list[Length]
+    shards: list[Length]
     codecs: list[Any]
     payload_bytes: Count
     files: dict[str, Count]
     """Every file of the array that the committed extent needs, with its size."""
+    checksums: dict[str, Crc32c] = {}
+    """Per shard file of ``files``, the CRC-32C of its index and its chunks' own CRC-32Cs in
+    chunk order (:meth:`predstore.format.shards.ShardLayout.digest`); empty in stores
+    written before checksums."""
 
 
 class RankManifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -168,6 +179,8 @@ def decode(data: bytes, kind: type[_M], *, source: str) -> _M:
     """Decode and check a manifest read from ``source`` (a file name used in errors)."""
     try:
         header = msgspec.json.decode(data, type=_Header)
+    except RecursionError:
+        raise CorruptStoreError(f"{source} is damaged: JSON nested too deeply") from None
     except (msgspec.DecodeError, msgspec.ValidationError) as e:
         raise CorruptStoreError(
             f"{source} is not a readable manifest ({e}); it may be truncated"
@@ -183,6 +196,8 @@ def decode(data: bytes, kind: type[_M], *, source: str) -> _M:
         raise CorruptStoreError(f"{source}: format_version must be a positive integer")
     try:
         manifest = msgspec.json.decode(data, type=kind)
+    except RecursionError:
+        raise CorruptStoreError(f"{source} is damaged: JSON nested too deeply") from None
     except msgspec.ValidationError as e:
         raise CorruptStoreError(f"{source} is damaged: {e}") from None
     _check_paths(manifest, source)
@@ -203,5 +218,21 @@ def _check_paths(manifest: StoreManifest | RankManifest, source: str) -> None:
             check_relpath(array.path)
             for path in array.files:
                 check_relpath(path)
+            _check_chunking(array)
     except (CorruptStoreError, ValueError) as e:
         raise CorruptStoreError(f"{source} is damaged: {e}") from None
+
+
+def _check_chunking(array: ArrayEntry) -> None:
+    """Chunks and shards of an array span its sample shape; a shard holds whole chunks."""
+    if (
+        len(array.chunks) != len(array.shape)
+        or len(array.shards) != len(array.shape)
+        or array.chunks[1:] != array.shape[1:]
+        or array.shards[1:] != array.shape[1:]
+        or array.shards[0] % array.chunks[0]
+    ):
+        raise ValueError(
+            f"array {array.path}: chunks {array.chunks} and shards {array.shards} "
+            f"do not fit its shape {array.shape}"
+        )

@@ -1,26 +1,63 @@
-"""Reading a committed Parquet part: the one place a part's rows are loaded."""
+"""Reading Parquet parts: only regular files inside the store, every failure named.
+
+pyarrow reads a part at the location :meth:`FileSystem.input_uri` gives
+after checking it (inside the store, a regular file, readable), with the
+pages' CRC-32 checked. Whatever goes wrong comes back as a predstore error
+that names the part and says what to do.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from predstore.errors import CorruptStoreError
+from predstore.errors import CorruptStoreError, PredstoreError, StorePermissionError
 from predstore.format.fs import FileSystem
 from predstore.format.manifest import PartEntry
 
 
 def read_part(fs: FileSystem, part: PartEntry, columns: Sequence[str]) -> pa.Table:
-    """``columns`` of ``part``; a part that cannot be read, or whose row count differs from its
-    manifest entry, raises :class:`~predstore.errors.CorruptStoreError` naming the file."""
-    try:
-        table = pq.read_table(fs.uri(part.path), columns=list(columns))
-    except (OSError, ValueError, pa.ArrowException) as e:
-        raise CorruptStoreError(f"part {part.path} cannot be read: {e}") from None
-    if table.num_rows != part.rows:
-        raise CorruptStoreError(
-            f"part {part.path} holds {table.num_rows} rows, its manifest says {part.rows}"
+    """``columns`` of ``part``, its pages' checksums verified and its rows counted."""
+    with _named(part):
+        table = pq.read_table(
+            fs.input_uri(part.path), columns=list(columns), page_checksum_verification=True
         )
+    _check_rows(part, table.num_rows)
     return table
+
+
+def read_footer(fs: FileSystem, part: PartEntry) -> pq.FileMetaData:
+    """The Parquet footer of ``part`` (its schema, row groups and row count)."""
+    with _named(part):
+        meta = pq.read_metadata(fs.input_uri(part.path))
+    _check_rows(part, meta.num_rows)
+    return meta
+
+
+def _check_rows(part: PartEntry, rows: int) -> None:
+    if rows != part.rows:
+        raise CorruptStoreError(
+            f"part {part.path} holds {rows} rows, its manifest says {part.rows}; the store is "
+            "damaged (predstore verify lists every problem)"
+        )
+
+
+@contextmanager
+def _named(part: PartEntry) -> Iterator[None]:
+    try:
+        yield
+    except PredstoreError:
+        raise
+    except PermissionError:
+        raise StorePermissionError(
+            f"part {part.path}: permission denied; make the store's files readable by this "
+            "user (chmod, chown) or read the store as their owner"
+        ) from None
+    except (OSError, ValueError, pa.ArrowException) as e:
+        raise CorruptStoreError(
+            f"part {part.path} is not readable Parquet ({e}); the file is damaged "
+            "(predstore verify --deep lists every damaged file)"
+        ) from None

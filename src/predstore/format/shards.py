@@ -1,13 +1,17 @@
 """Zarr v3 shards of the layout predstore writes, encoded and decoded directly.
 
 A shard of the ``sharding_indexed`` codec is its inner chunks, each encoded
-by the inner codecs (``bytes``, then at most one compressor), one after the
-other, followed by the index: per inner chunk its byte offset and length as
-little-endian uint64 (``2**64 - 1`` twice for a chunk that is absent), and
-the index's crc32c. :func:`layout_of` recognizes arrays whose ``zarr.json``
-declares exactly that (every array predstore creates, on a little-endian
-machine) and returns ``None`` for any other, which is then read and written
-through zarr.
+by the inner codecs (``bytes``, then at most one compressor, then the
+chunk's crc32c), one after the other, followed by the index: per inner
+chunk its byte offset and length as little-endian uint64 (``2**64 - 1``
+twice for a chunk that is absent), and the index's crc32c. :func:`layout_of`
+recognizes arrays whose ``zarr.json`` declares exactly that (every array
+predstore creates, on a little-endian machine; stores written before
+checksums lack the chunks' crc32c) and returns ``None`` for any other.
+Readers take nothing else: :func:`read_layout` refuses an array whose
+metadata is not this layout, so every byte read goes through the
+:class:`~predstore.format.fs.FileSystem`, at offsets that this module
+computes and checks.
 
 Why not always through zarr: zarr-python assembles each shard in memory
 through its asyncio codec pipeline, which costs about as much CPU as the
@@ -20,6 +24,7 @@ file, and zarr reads every file written here (the tests check it).
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -30,11 +35,14 @@ import numcodecs
 import numpy as np
 
 from predstore.errors import CorruptStoreError
-from predstore.format.fs import FileSystem
+from predstore.format.fs import FileSystem, crc32c
+from predstore.format.manifest import ArrayEntry
 
 NDArray = np.ndarray[Any, Any]
 ABSENT = np.iinfo(np.uint64).max
 Codec = Any  # a numcodecs codec
+MAX_ZARR_JSON_BYTES = 1 << 20
+"""An array's ``zarr.json`` larger than this is refused unread."""
 
 
 @dataclass(frozen=True)
@@ -46,10 +54,17 @@ class ShardLayout:
     sample: tuple[int, ...]
     dtype: np.dtype[Any]
     codec: Codec | None
+    checksum: bool = False
+    """Whether each inner chunk ends with its crc32c (Zarr's ``crc32c`` codec)."""
 
     @property
     def index_bytes(self) -> int:
         return self.chunks_per_shard * 16 + 4
+
+    @property
+    def chunk_bytes(self) -> int:
+        """Bytes of one decoded inner chunk."""
+        return self.chunk_len * int(np.prod(self.sample)) * self.dtype.itemsize
 
     # -- writing ---------------------------------------------------------------
 
@@ -61,7 +76,11 @@ class ShardLayout:
             padded[: len(rows)] = rows
             rows, codec = padded, _padding_codec(codec)
         raw = np.ascontiguousarray(rows)
-        return raw.reshape(-1).view(np.uint8) if codec is None else codec.encode(raw)
+        encoded = raw.reshape(-1).view(np.uint8) if codec is None else codec.encode(raw)
+        if not self.checksum:
+            return encoded
+        crc = np.array([crc32c(encoded)], "<u4").view(np.uint8)
+        return np.concatenate([np.frombuffer(encoded, np.uint8), crc])
 
     def write(self, fs: FileSystem, path: str, data: NDArray, pool: Executor) -> None:
         """Write ``data`` (at most one shard of rows, from the shard's start) as the shard file ``path``."""
@@ -79,6 +98,8 @@ class ShardLayout:
 
     def read_index(self, fs: FileSystem, path: str, size: int) -> NDArray:
         """The ``(chunks_per_shard, 2)`` offsets and lengths of the shard file ``path`` of ``size`` bytes."""
+        if size < self.index_bytes:
+            raise _damaged(f"shard {path}", f"it has {size} bytes, too few to hold its index")
         tail = fs.read_range(path, size - self.index_bytes, self.index_bytes)
         table, crc = tail[:-4], tail[-4:]
         if len(tail) != self.index_bytes or np.frombuffer(crc, "<u4")[0] != google_crc32c.value(
@@ -87,10 +108,50 @@ class ShardLayout:
             raise CorruptStoreError(f"shard {path}: its index is damaged (checksum mismatch)")
         return np.frombuffer(table, "<u8").reshape(self.chunks_per_shard, 2)
 
-    def decode(self, raw: bytes | memoryview) -> NDArray:
-        """One inner chunk's rows from its encoded bytes."""
-        data = raw if self.codec is None else self.codec.decode(raw)
+    def decode(self, raw: bytes | memoryview, where: str) -> NDArray:
+        """One inner chunk's rows from its encoded bytes; ``where`` names it in errors."""
+        payload = self.payload(raw, where)
+        try:
+            data = payload if self.codec is None else self.codec.decode(payload)
+        except Exception as e:  # each codec raises its own types for damaged input
+            raise _damaged(where, f"it cannot be decoded: {e}") from None
+        if memoryview(data).nbytes != self.chunk_bytes:
+            raise _damaged(
+                where, f"it decodes to {memoryview(data).nbytes} bytes, not {self.chunk_bytes}"
+            )
         return np.frombuffer(data, self.dtype).reshape(self.chunk_len, *self.sample)
+
+    def decode_into(self, raw: bytes | memoryview, out: NDArray, where: str) -> None:
+        """Decode one whole inner chunk straight into ``out`` (C-contiguous, its shape and dtype)."""
+        if self.codec is None:
+            out[...] = self.decode(raw, where)
+            return
+        payload = self.payload(raw, where)
+        try:
+            self.codec.decode(payload, out=out)
+        except Exception as e:  # each codec raises its own types for damaged input
+            raise _damaged(where, f"it cannot be decoded: {e}") from None
+
+    def digest(self, index: NDArray, chunk_crcs: list[bytes | None]) -> int:
+        """What the manifest records of a shard: the CRC-32C of its index table followed by
+        each present chunk's own crc32c, in chunk order.
+
+        With the chunks' and the index's own checksums, this covers every byte
+        of the shard and the order of its chunks: a CRC over the whole file
+        could not see two chunks swapped, since each chunk that ends with its
+        own CRC-32C leaves a CRC-32C in the same state whatever its content.
+        """
+        crc = crc32c(np.ascontiguousarray(index, "<u8"))
+        return crc32c(b"".join(c for c in chunk_crcs if c is not None), crc)
+
+    def payload(self, raw: bytes | memoryview, where: str) -> memoryview:
+        """The chunk's encoded bytes, its crc32c checked (when the layout has one) and removed."""
+        view = memoryview(raw).cast("B")
+        if not self.checksum:
+            return view
+        if len(view) < 4 or crc32c(view[:-4]) != int.from_bytes(view[-4:], "little"):
+            raise _damaged(where, "its checksum does not match its bytes")
+        return view[:-4]
 
 
 class ShardFile:
@@ -105,26 +166,113 @@ class ShardFile:
         self.path = path
         self._stack = contextlib.ExitStack()
         self._sink = self._stack.enter_context(fs.open_atomic(path))
+        self._layout = layout
         self._index = np.full((layout.chunks_per_shard, 2), ABSENT, dtype="<u8")
+        self._chunk_crcs: dict[int, bytes] = {}
         self._offset = 0
+        self.digest: int | None = None
+        """:meth:`ShardLayout.digest` of the file, once closed (layouts with chunk checksums)."""
 
     def add(self, local: int, encoded: Any) -> None:
         """Append the encoded inner chunk number ``local`` of this shard."""
         self._sink.write(encoded)
-        size = memoryview(encoded).nbytes
-        self._index[local] = (self._offset, size)
-        self._offset += size
+        view = memoryview(encoded).cast("B")
+        self._index[local] = (self._offset, view.nbytes)
+        self._offset += view.nbytes
+        if self._layout.checksum:
+            self._chunk_crcs[local] = bytes(view[-4:])
 
     def close(self) -> None:
         table = self._index.tobytes()
         self._sink.write(table)
         self._sink.write(np.array([google_crc32c.value(table)], dtype="<u4").tobytes())
         self._stack.close()  # renames the file into place
+        if self._layout.checksum:
+            self.digest = self._layout.digest(
+                self._index, [self._chunk_crcs.get(i) for i in range(len(self._index))]
+            )
 
     def abort(self) -> None:
         """Drop the shard: its temporary file is removed."""
         with contextlib.suppress(Exception):
             self._stack.__exit__(RuntimeError, RuntimeError("shard discarded"), None)
+
+
+def _damaged(where: str, why: str) -> CorruptStoreError:
+    return CorruptStoreError(
+        f"{where}: {why}; the file is damaged (predstore verify --deep lists every damaged file)"
+    )
+
+
+def read_layout(fs: FileSystem, entry: ArrayEntry) -> ShardLayout:
+    """The layout of the array ``entry`` from its ``zarr.json``, which must match the manifest.
+
+    Anything else (another Zarr layout, other chunks, another dtype) is
+    refused: predstore reads only what it computes the offsets of itself.
+    """
+    source = f"{entry.path}/zarr.json"
+    try:
+        meta = json.loads(fs.read_metadata(source, MAX_ZARR_JSON_BYTES))
+    except FileNotFoundError:
+        raise CorruptStoreError(
+            f"array {entry.path} (key {entry.key!r}) is missing its {source}"
+        ) from None
+    except (ValueError, RecursionError) as e:
+        raise CorruptStoreError(
+            f"{source} is not readable JSON ({e}); the file is damaged"
+        ) from None
+    why = _mismatch(meta, entry)
+    if why:
+        raise CorruptStoreError(
+            f"{source} is not predstore's array layout ({why}); predstore reads only the "
+            "layout it writes: the file is damaged or was replaced"
+        )
+    layout = layout_of(
+        meta["codecs"],
+        dtype=np.dtype(entry.zarr_dtype),
+        shape=tuple(meta["shape"]),
+        shard_len=entry.shards[0],
+    )
+    assert layout is not None  # _mismatch checked it
+    return layout
+
+
+def _mismatch(meta: Any, entry: ArrayEntry) -> str | None:
+    """Why ``meta`` (a ``zarr.json``) is not the array ``entry`` in predstore's layout, if it is not."""
+    try:
+        if meta["zarr_format"] != 3 or meta["node_type"] != "array":
+            return "not a Zarr v3 array"
+        shape = [int(n) for n in meta["shape"]]
+        if shape[0] < entry.length or shape[1:] != entry.shape[1:]:
+            return f"shape {shape}, the manifest says {entry.length} x {entry.shape[1:]}"
+        if meta["data_type"] != entry.zarr_dtype:
+            return f"data type {meta['data_type']!r}, the manifest says {entry.zarr_dtype!r}"
+        grid, encoding = meta["chunk_grid"], meta["chunk_key_encoding"]
+        if grid["name"] != "regular" or grid["configuration"]["chunk_shape"] != entry.shards:
+            return f"chunk grid {grid!r}, the manifest says shards of {entry.shards}"
+        if (
+            encoding["name"] != "default"
+            or encoding.get("configuration", {}).get("separator", "/") != "/"
+        ):
+            return f"chunk key encoding {encoding!r}"
+        fill = meta["fill_value"]
+        if not isinstance(fill, int | float) or fill != 0 or meta.get("storage_transformers"):
+            return f"fill value {fill!r} or storage transformers"
+        codecs = meta["codecs"]
+        inner = codecs[0]["configuration"]["chunk_shape"] if len(codecs) == 1 else None
+        if inner != entry.chunks:
+            return f"inner chunks {inner!r}, the manifest says {entry.chunks}"
+        layout = layout_of(
+            codecs, dtype=np.dtype(entry.zarr_dtype), shape=tuple(shape), shard_len=entry.shards[0]
+        )
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        return f"a field is missing or malformed: {e!r}"
+    return None if layout is not None else f"codecs {codecs!r}"
+
+
+def shard_key(shard: int, ndim: int) -> str:
+    """The file of shard number ``shard`` in an array of ``ndim`` dimensions, from the array's directory."""
+    return "c/" + "/".join([str(shard), *["0"] * (ndim - 1)])
 
 
 def layout_of(
@@ -142,18 +290,21 @@ def layout_of(
     ):
         return None
     inner = list(config["codecs"])
+    checksum = bool(inner) and inner[-1] == {"name": "crc32c"}
+    if checksum:
+        inner = inner[:-1]
     if not inner or inner[0].get("name") != "bytes" or len(inner) > 2:
         return None
     endian = inner[0].get("configuration", {}).get("endian", "little")
     if dtype.itemsize > 1 and (endian != "little" or sys.byteorder != "little"):
         return None
     chunk = [int(n) for n in config["chunk_shape"]]
-    if chunk[1:] != list(shape[1:]) or shard_len % chunk[0]:
+    if chunk[0] < 1 or chunk[1:] != list(shape[1:]) or shard_len % chunk[0]:
         return None  # predstore chunks only along the first axis
     codec = _codec(inner[1]) if len(inner) == 2 else None
     if len(inner) == 2 and codec is None:
         return None
-    return ShardLayout(chunk[0], shard_len // chunk[0], tuple(shape[1:]), dtype, codec)
+    return ShardLayout(chunk[0], shard_len // chunk[0], tuple(shape[1:]), dtype, codec, checksum)
 
 
 def _padding_codec(codec: Codec | None) -> Codec | None:
@@ -173,6 +324,13 @@ def _padding_codec(codec: Codec | None) -> Codec | None:
 def _codec(spec: dict[str, Any]) -> Codec | None:
     """The numcodecs codec equal to a Zarr v3 compressor, for the ones predstore configures."""
     name, config = spec.get("name"), spec.get("configuration", {})
+    try:
+        return _known_codec(name, config)
+    except (KeyError, TypeError, ValueError):  # a damaged configuration
+        return None
+
+
+def _known_codec(name: Any, config: dict[str, Any]) -> Codec | None:
     if name == "zstd":
         return numcodecs.Zstd(level=config["level"], checksum=config.get("checksum", False))
     if name == "blosc":

@@ -1,10 +1,12 @@
 """Reading rows of Zarr keys, touching only the chunks that hold them.
 
-Arrays in predstore's own shard layout (:mod:`predstore.format.shards`) are
-read directly: the shard's index, then only the inner chunks needed, decoded
-in parallel and optionally kept in a small cache of decoded chunks (what a
-Dataset reading in random order needs). Any other array is read through
-zarr. Either way, nothing past the committed extent is ever read.
+Arrays are read in predstore's own shard layout
+(:mod:`predstore.format.shards`), through the store's
+:class:`~predstore.format.fs.FileSystem`: the shard's index, then only the
+inner chunks needed, each checked against its crc32c, decoded in parallel
+and optionally kept in a small cache of decoded chunks (what a Dataset
+reading in random order needs). An array whose ``zarr.json`` declares any
+other layout is refused, and nothing past the committed extent is ever read.
 """
 
 from __future__ import annotations
@@ -18,13 +20,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
-import zarr
 
 from predstore.errors import CorruptStoreError
 from predstore.format import dtypes
 from predstore.format.fs import FileSystem
 from predstore.format.manifest import ArrayEntry
-from predstore.format.shards import ABSENT, ShardLayout, layout_of_array
+from predstore.format.shards import ABSENT, ShardLayout, read_layout, shard_key
 
 NDArray = np.ndarray[Any, Any]
 
@@ -57,7 +58,6 @@ class ArrayReader:
         self.fs, self.entry = fs, entry
         self.dtype = dtypes.get(entry.dtype)
         self.cache_bytes = cache_bytes
-        self._array: Any = None
         self._layout: ShardLayout | None = None
         self._indices: dict[int, NDArray] = {}
         self._cache: OrderedDict[int, NDArray] = OrderedDict()
@@ -71,30 +71,15 @@ class ArrayReader:
         self.__init__(state["fs"], state["entry"], cache_bytes=state["cache_bytes"])  # type: ignore[misc]
 
     @property
-    def array(self) -> Any:
-        if self._array is None:
-            self._array = self._open()
-        return self._array
+    def layout(self) -> ShardLayout:
+        """The array's shard layout, read from its ``zarr.json`` on first use and checked."""
+        if self._layout is None:
+            self._layout = read_layout(self.fs, self.entry)
+        return self._layout
 
-    def _open(self) -> Any:
-        entry = self.entry
-        try:
-            array = zarr.open_array(self.fs.zarr_store(entry.path, read_only=True), mode="r")
-        except Exception as e:  # zarr raises many types for a missing or damaged array
-            raise CorruptStoreError(
-                f"array {entry.path} (key {entry.key!r}) cannot be opened: {e}"
-            ) from None
-        if array.shape[0] < entry.length or list(array.shape[1:]) != entry.shape[1:]:
-            raise CorruptStoreError(
-                f"array {entry.path} has shape {array.shape}, its manifest says "
-                f"{entry.length} x {entry.shape[1:]}"
-            )
-        if str(array.dtype) != entry.zarr_dtype:
-            raise CorruptStoreError(
-                f"array {entry.path} holds {array.dtype}, its manifest says {entry.zarr_dtype}"
-            )
-        self._layout = layout_of_array(array, int(entry.shards[0]))
-        return array
+    def shard_path(self, shard: int) -> str:
+        """The store path of shard number ``shard``."""
+        return f"{self.entry.path}/{shard_key(shard, len(self.entry.shape))}"
 
     # -- reading ---------------------------------------------------------------
 
@@ -125,18 +110,13 @@ class ArrayReader:
         self._check_bounds(lo, hi)
         if hi - lo == len(positions) and np.array_equal(positions, np.arange(lo, hi)):
             return self._range(lo, hi)
-        self.array  # noqa: B018  (opening decides the layout)
-        if self._layout is None:
-            unique, inverse = np.unique(positions, return_inverse=True)
-            return self.array.get_orthogonal_selection((unique,))[inverse]
         return self._gather(positions)
 
     def _range(self, lo: int, hi: int) -> NDArray:
         self._check_bounds(lo, hi)
-        self.array  # noqa: B018
-        layout = self._layout
-        if layout is None or hi <= lo:
-            return self.array[lo:hi]
+        layout = self.layout
+        if hi <= lo:
+            return np.zeros((0, *self.entry.shape[1:]), self.dtype.zarr)
         first, last = lo // layout.chunk_len, (hi - 1) // layout.chunk_len
         chunks = self._chunks(np.arange(first, last + 1))
         joined = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
@@ -144,8 +124,7 @@ class ArrayReader:
         return joined[start : start + hi - lo]
 
     def _gather(self, positions: NDArray) -> NDArray:
-        assert self._layout is not None
-        length = self._layout.chunk_len
+        length = self.layout.chunk_len
         chunk_of = positions // length
         needed, where = np.unique(chunk_of, return_inverse=True)
         chunks = self._chunks(needed)
@@ -175,22 +154,28 @@ class ArrayReader:
         return [result[c] for c in chunk_ids.tolist()]
 
     def _read_chunks(self, chunk_ids: list[int]) -> list[NDArray]:
-        layout = self._layout
-        assert layout is not None
+        layout = self.layout
         raws = self._raw_chunks(chunk_ids)
         zeros = np.zeros((layout.chunk_len, *layout.sample), layout.dtype)
 
-        def decode(raw: Any) -> NDArray:
-            return zeros if raw is None else layout.decode(raw)
+        def decode(chunk: int, raw: Any) -> NDArray:
+            return zeros if raw is None else layout.decode(raw, self.where(chunk))
 
         if len(raws) == 1:
-            return [decode(raws[0])]
-        return list(decode_pool().map(decode, raws))
+            return [decode(chunk_ids[0], raws[0])]
+        return list(decode_pool().map(decode, chunk_ids, raws))
+
+    def where(self, chunk: int) -> str:
+        """Inner chunk ``chunk`` as errors name it: its shard file and its number there."""
+        per_shard = self.layout.chunks_per_shard
+        return (
+            f"shard {self.shard_path(chunk // per_shard)} of key {self.entry.key!r}, "
+            f"inner chunk {chunk % per_shard}"
+        )
 
     def _raw_chunks(self, chunk_ids: list[int]) -> list[Any]:
         """The encoded bytes of inner chunks ``chunk_ids`` (``None`` for an absent chunk)."""
-        layout = self._layout
-        assert layout is not None
+        layout = self.layout
         per_shard = layout.chunks_per_shard
         raws: list[Any] = []
         by_shard: dict[int, list[int]] = {}
@@ -221,8 +206,7 @@ class ArrayReader:
         return raws
 
     def _shard_file(self, shard: int) -> tuple[str, int]:
-        zeros = (0,) * (len(self.entry.shape) - 1)
-        path = f"{self.entry.path}/{self.array.metadata.encode_chunk_key((shard, *zeros))}"
+        path = self.shard_path(shard)
         size = self.entry.files.get(path)
         if size is None:
             raise CorruptStoreError(
@@ -233,7 +217,7 @@ class ArrayReader:
     def _index(self, shard: int, path: str, size: int) -> NDArray:
         index = self._indices.get(shard)
         if index is None:
-            assert self._layout is not None
+            layout = self.layout
             try:
                 actual = self.fs.size(path)
             except FileNotFoundError:
@@ -244,14 +228,16 @@ class ArrayReader:
                 raise CorruptStoreError(
                     f"shard {path} has {actual} bytes, the manifest says {size}"
                 )
-            index = self._layout.read_index(self.fs, path, size)
+            index = layout.read_index(self.fs, path, size)
             present = index[:, 0] != ABSENT
-            if (
-                present.any()
-                and int((index[present, 0] + index[present, 1]).max())
-                > size - self._layout.index_bytes
+            if present.any() and (
+                int((index[present, 0] + index[present, 1]).max()) > size - layout.index_bytes
+                or (layout.checksum and int(index[present, 1].min()) < 4)
             ):
-                raise CorruptStoreError(f"shard {path}: its index points past the end of the file")
+                raise CorruptStoreError(
+                    f"shard {path}: its index points outside the file's data; the file is "
+                    "damaged (predstore verify --deep lists every damaged file)"
+                )
             self._indices[shard] = index
         return index
 
@@ -297,27 +283,21 @@ def run_jobs(jobs: list[Job]) -> None:
 def decode_jobs(reader: ArrayReader, chunk_ids: list[int], out: NDArray, lo: int) -> list[Job]:
     """What :func:`decode_into` does, as one job per chunk (the shards are read here)."""
     hi = lo + len(out)
-    reader.array  # noqa: B018  (opening decides the layout)
-    layout, length = reader._layout, int(reader.entry.chunks[0])
+    layout, length = reader.layout, int(reader.entry.chunks[0])
     spans = [
         (c, max(lo, c * length), min(hi, (c + 1) * length, reader.entry.length)) for c in chunk_ids
     ]
-    if layout is None:  # not predstore's shard layout: through zarr
-        for _, a, b in spans:
-            out[a - lo : b - lo] = reader._range(a, b)
-        return []
     for _, a, b in spans:
         reader._check_bounds(a, b)
-    codec = layout.codec
 
     def decode(c: int, a: int, b: int, raw: Any) -> None:
         target = out[a - lo : b - lo]
         if raw is None:  # a chunk never written holds the fill value
             target[...] = 0
-        elif b - a == length and codec is not None:
-            codec.decode(raw, out=target)
+        elif b - a == length:
+            layout.decode_into(raw, target, reader.where(c))
         else:
-            target[...] = layout.decode(raw)[a - c * length : b - c * length]
+            target[...] = layout.decode(raw, reader.where(c))[a - c * length : b - c * length]
 
     raws = reader._raw_chunks(chunk_ids)
     return [

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from predstore.format.parquet import read_footer
 from predstore.format.schema import part_schema
 from predstore.read.store import Store
 
@@ -49,8 +49,8 @@ def _parquet_bytes(store: Store) -> tuple[dict[str, int], dict[str, int]]:
     owners = [f.name for f in fields for _ in range(_leaves(f.type))]
     disk: dict[str, int] = {}
     raw: dict[str, int] = {}
-    for path in store.part_paths:
-        meta = pq.ParquetFile(path).metadata
+    for part in store.manifest.parts:
+        meta = read_footer(store.fs, part)
         for g in range(meta.num_row_groups):
             group = meta.row_group(g)
             for c in range(group.num_columns):

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from predstore.errors import MissingRowsError
+from predstore.errors import InvalidBatchError, MissingRowsError
 from predstore.format.coverage import row_keys
 from predstore.format.fs import FileSystem
 from predstore.format.manifest import StoreManifest
@@ -51,7 +51,7 @@ class RowIndex:
 
     def locate(self, indices: Sequence[int] | NDArray, dataloader_idx: int = 0) -> NDArray:
         """Positions of ``indices`` of ``dataloader_idx``, in the order asked."""
-        wanted = np.asarray(indices, dtype=np.int64).reshape(-1)
+        wanted = integer_indices(indices)
         span = self.dataloader(dataloader_idx)
         keys = self.index[span]
         at = np.searchsorted(keys, wanted)
@@ -118,6 +118,45 @@ class RowIndex:
             order = np.argsort(column[named].astype(str), kind="stable")
             self._names = (column[named][order], named[order])
         return self._names
+
+
+def integer_indices(indices: Any) -> NDArray:
+    """``indices`` (a sequence or 1-D array of integers, or one integer) as int64.
+
+    Booleans, floats, strings and arrays of more than one dimension are
+    refused rather than converted: ``[True, False]`` or ``1.5`` is a mistake,
+    not row 1.
+    """
+    if isinstance(indices, str | bytes):
+        raise InvalidBatchError(f"indices must be integers, got the string {indices!r}")
+    try:
+        values = np.asarray(indices)
+    except (ValueError, TypeError) as e:  # ragged nesting and the like
+        raise InvalidBatchError(f"indices must be a 1-D sequence of integers ({e})") from None
+    if values.ndim > 1:
+        raise InvalidBatchError(
+            f"indices must be one-dimensional, got an array of shape {values.shape}; "
+            "flatten it first if that is what you mean"
+        )
+    if values.dtype == object and all(
+        isinstance(v, int | np.integer) and not isinstance(v, bool | np.bool_)
+        for v in values.reshape(-1)
+    ):
+        huge = [int(v) for v in values.reshape(-1) if not -(2**63) <= int(v) < 2**63]
+        if huge:
+            raise MissingRowsError(f"index {huge[0]} is not in the store (beyond int64)")
+        values = values.astype(np.int64)
+    if values.size == 0:
+        return np.zeros(0, np.int64)
+    if values.dtype.kind not in "iu":
+        example = values.reshape(-1)[0]
+        raise InvalidBatchError(
+            f"indices must be integers, got {values.dtype} values such as {example!r}; "
+            "pass dataset indices as ints (store.indices() lists them)"
+        )
+    if values.dtype.kind == "u" and values.size and int(values.max()) >= 2**63:
+        raise MissingRowsError(f"index {int(values.max())} is not in the store (beyond int64)")
+    return values.astype(np.int64, copy=False).reshape(-1)
 
 
 def _range(keys: NDArray) -> str:

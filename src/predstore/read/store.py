@@ -21,7 +21,7 @@ from predstore.format import dtypes
 from predstore.format.commit import load_store_manifest
 from predstore.format.fs import FileSystem, LocalFileSystem
 from predstore.format.manifest import Coverage, PartEntry, StoreManifest
-from predstore.format.parquet import read_part
+from predstore.format.parquet import read_footer, read_part
 from predstore.format.schema import (
     DATALOADER,
     INDEX,
@@ -89,6 +89,7 @@ class Store:
         self.fs = fs
         self.manifest = manifest
         self._arrays = {(a.key, a.write_id, a.rank): ArrayReader(fs, a) for a in manifest.arrays}
+        self._footers_checked = False
         _check_references(manifest)
         _check_part_sizes(fs, manifest)
 
@@ -126,7 +127,7 @@ class Store:
     @property
     def part_paths(self) -> list[str]:
         """The Parquet parts, as paths that pyarrow, polars or DuckDB read directly."""
-        return [self.fs.uri(p.path) for p in self.manifest.parts]
+        return [self.fs.input_uri(p.path) for p in self.manifest.parts]
 
     # -- analysis ------------------------------------------------------------
 
@@ -140,12 +141,21 @@ class Store:
         wanted = self._columns(columns)
         if not self.manifest.parts:
             return pl.from_arrow(part_schema(self.schema).empty_table()).lazy().select(wanted)  # type: ignore[union-attr]
+        self._check_footers()
         frame = pl.scan_parquet(self.part_paths)
         if self.manifest.duplicates:
             frame = frame.unique(subset=[DATALOADER, INDEX], keep="first", maintain_order=True)
         if sort:
             frame = frame.sort([DATALOADER, INDEX])
         return frame.select(wanted)
+
+    def _check_footers(self) -> None:
+        """Every part has a readable footer with its rows (once per Store): a damaged part is
+        refused here, with a predstore error, rather than by polars inside ``collect()``."""
+        if not self._footers_checked:
+            for part in self.manifest.parts:
+                read_footer(self.fs, part)
+            self._footers_checked = True
 
     def to_pandas(self, columns: Sequence[str] | None = None, *, sort: bool = True) -> pd.DataFrame:
         """The rows as a pandas DataFrame (sorted by dataloader and index unless ``sort=False``)."""

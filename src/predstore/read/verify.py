@@ -5,7 +5,10 @@ names exists with its recorded size; every part is a readable Parquet file
 with its recorded rows and the store's column types; every array opens with
 its recorded dtype and covers its committed extent, and every shard that a
 committed row needs is listed; the coverage figures match the rows. With
-``deep=True`` it also decodes every value. It then looks for unfinished
+``deep=True`` it also reads every byte: each file against the CRC-32C its
+manifest records, each Parquet page against its CRC-32, and every inner
+chunk decoded and checked against its own crc32c (zstd frames also against
+zstd's checksum). It then looks for unfinished
 writes (rank data that no store manifest includes yet) and says how many
 rows ``finalize`` or ``mode="resume"`` would recover.
 """
@@ -17,15 +20,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from predstore.errors import PredstoreError
 from predstore.format.commit import pending_writes
 from predstore.format.coverage import coverage, row_keys
-from predstore.format.fs import LocalFileSystem
+from predstore.format.fs import LocalFileSystem, file_crc32c
 from predstore.format.manifest import ArrayEntry, Coverage, PartEntry
-from predstore.format.parquet import read_part
+from predstore.format.parquet import read_footer, read_part
 from predstore.format.schema import offset_column, part_schema, shape_column
 from predstore.read.arrays import ArrayReader
 from predstore.read.store import Store, open
@@ -115,17 +116,33 @@ def _check_parts(store: Store, report: VerifyReport, deep: bool) -> None:
         if not _check_file(store, report, part.path, part.bytes):
             continue
         try:
-            file = pq.ParquetFile(store.fs.uri(part.path))
-            if file.metadata.num_rows != part.rows:
-                report.problems.append(
-                    f"{part.path} holds {file.metadata.num_rows} rows, the manifest says {part.rows}"
-                )
-            if not file.schema_arrow.remove_metadata().equals(expected.remove_metadata()):
+            footer = read_footer(store.fs, part)
+            if (
+                not footer.schema.to_arrow_schema()
+                .remove_metadata()
+                .equals(expected.remove_metadata())
+            ):
                 report.problems.append(f"{part.path} does not have the store's column types")
             if deep:
-                file.read()
-        except (OSError, pa.ArrowException) as e:
-            report.problems.append(f"{part.path} is not readable Parquet: {e}")
+                _check_checksum(store, report, part.path, part.bytes, part.crc32c)
+                read_part(store.fs, part, expected.names)  # every page against its CRC
+        except PredstoreError as e:
+            report.problems.append(str(e))
+
+
+def _check_checksum(
+    store: Store, report: VerifyReport, path: str, size: int, expected: int | None
+) -> bool:
+    """Whether ``path`` has the CRC-32C its manifest records (stores before checksums: yes)."""
+    if expected is None:
+        return True
+    actual = file_crc32c(store.fs, path, size)
+    if actual != expected:
+        report.problems.append(
+            f"{path}: its bytes do not match the checksum the manifest records "
+            f"(CRC-32C {actual:08x}, expected {expected:08x}); the file is damaged"
+        )
+    return actual == expected
 
 
 def _check_arrays(store: Store, report: VerifyReport, deep: bool) -> None:
@@ -136,7 +153,7 @@ def _check_arrays(store: Store, report: VerifyReport, deep: bool) -> None:
         sizes_ok = all([_check_file(store, report, p, n) for p, n in entry.files.items()])  # noqa: C419 (check every file)
         reader = ArrayReader(store.fs, entry)
         try:
-            reader.array  # noqa: B018  (opening checks shape and dtype)
+            reader.layout  # noqa: B018  (reading zarr.json checks it against the manifest)
         except PredstoreError as e:
             report.problems.append(str(e))
             continue
@@ -148,15 +165,40 @@ def _check_arrays(store: Store, report: VerifyReport, deep: bool) -> None:
                     f"{entry.path}: committed rows reach {stop}, past its extent {entry.length}"
                 )
             for shard in _shards(reader, start, min(stop, entry.length)):
-                if shard not in listed:
+                if reader.shard_path(shard) not in listed:
                     report.problems.append(
-                        f"{entry.path}: shard {shard} holds committed rows but is not listed"
+                        f"{entry.path}: shard {reader.shard_path(shard)} holds committed rows "
+                        "but is not listed"
                     )
-        if deep and sizes_ok and entry.length:
-            try:
-                reader.array[: entry.length]
-            except Exception as e:  # any decoding failure is damage
-                report.problems.append(f"{entry.path} cannot be decoded: {e}")
+        if deep and sizes_ok:
+            _decode_all(store, report, reader)
+
+
+def _decode_all(store: Store, report: VerifyReport, reader: ArrayReader) -> None:
+    """Decode every chunk of every shard (each against its own checksum), and check each
+    shard's chunks against the checksum its manifest records (which sees them moved)."""
+    entry, layout = reader.entry, reader.layout
+    per_shard = layout.chunks_per_shard
+    for shard in range(-(-entry.length // entry.shards[0])):
+        path = reader.shard_path(shard)
+        if path not in entry.files:
+            continue  # reported as not listed
+        try:
+            ids = list(range(shard * per_shard, (shard + 1) * per_shard))
+            raws = reader._raw_chunks(ids)
+            for chunk, raw in zip(ids, raws, strict=True):
+                if raw is not None:
+                    layout.decode(raw, reader.where(chunk))
+            expected = entry.checksums.get(path)
+            index = reader._index(shard, path, entry.files[path])
+            crcs = [None if raw is None else bytes(raw[-4:]) for raw in raws]
+            if expected is not None and layout.digest(index, crcs) != expected:
+                report.problems.append(
+                    f"{path}: its chunks do not match the checksum the manifest records "
+                    "(chunks were moved or replaced); the file is damaged"
+                )
+        except PredstoreError as e:
+            report.problems.append(str(e))
 
 
 def _spans(store: Store, entry: ArrayEntry, parts: Iterable[PartEntry]) -> list[tuple[int, int]]:
@@ -186,14 +228,10 @@ def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return merged
 
 
-def _shards(reader: ArrayReader, start: int, stop: int) -> list[str]:
-    """The shard files that hold positions ``[start, stop)`` of the array."""
-    entry, metadata = reader.entry, reader.array.metadata
-    length, zeros = entry.shards[0], (0,) * (len(entry.shape) - 1)
-    return [
-        f"{entry.path}/{metadata.encode_chunk_key((s, *zeros))}"
-        for s in range(start // length, -(-stop // length))
-    ]
+def _shards(reader: ArrayReader, start: int, stop: int) -> range:
+    """The numbers of the shards that hold positions ``[start, stop)`` of the array."""
+    length = reader.entry.shards[0]
+    return range(start // length, -(-stop // length))
 
 
 def _check_coverage(store: Store, report: VerifyReport, deep: bool) -> None:

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import zarr
+from zarr.codecs import Crc32cCodec
 
 from predstore.format import dtypes
 from predstore.format.fs import FileSystem
@@ -77,26 +78,32 @@ class ArrayStream:
             dtype=self.dtype.zarr,
             chunks=(chunk_len, *self.sample),
             shards=(shard_len, *self.sample),
-            compressors=compressors,
+            compressors=[*compressors, Crc32cCodec()],  # every inner chunk checksummed
             fill_value=0,
             attributes={
                 "predstore": {"key": key, "dtype": schema.dtype, "shape": list(schema.shape)}
             },
             config={"write_empty_chunks": True},
         )
-        self._layout = layout_of_array(self.array, shard_len)
+        layout = layout_of_array(self.array, shard_len)
+        if layout is None:  # only on a big-endian machine
+            raise NotImplementedError(
+                f"predstore writes its shard layout on little-endian machines only ({path})"
+            )
+        self._layout = layout
         self._encoders, self._jobs, self._in_flight = encoders, jobs, in_flight
         # The caller's side: the chunk being filled, and where the next row goes.
         self._chunk: NDArray | None = None
         self._fill = 0
         self.position = 0
         # The jobs' side: the open shard, and what is written.
-        self._shard: ShardFile | _ZarrShard | None = None
+        self._shard: ShardFile | None = None
         self._shard_no = -1
         self._end = 0  # end of the data added to shards
         self.length = 0  # end of the data in closed shards: the committed extent
         self.payload_bytes = 0
         self.files: dict[str, int] = {}
+        self.checksums: dict[str, int] = {}
 
     # -- the caller's side ---------------------------------------------------------
 
@@ -131,10 +138,8 @@ class ArrayStream:
         number = (self.position - rows) // self.chunk_len
         self._chunk, self._fill = None, 0
         self._in_flight.acquire()  # at most a few chunks between here and the disk
-        encoded: Future[Any] | None = None
         try:
-            if self._layout is not None:
-                encoded = self._encoders.submit(self._layout.encode, chunk)
+            encoded = self._encoders.submit(self._layout.encode, chunk)
         except BaseException:
             self._in_flight.release()
             raise
@@ -144,9 +149,7 @@ class ArrayStream:
 
     # -- the jobs' side ------------------------------------------------------------
 
-    def _add_chunk(
-        self, number: int, rows: int, chunk: NDArray, encoded: Future[Any] | None
-    ) -> None:
+    def _add_chunk(self, number: int, rows: int, chunk: NDArray, encoded: Future[Any]) -> None:
         try:
             shard, local = divmod(number, self.shard_len // self.chunk_len)
             if shard != self._shard_no:
@@ -154,7 +157,7 @@ class ArrayStream:
                 self._shard = self._open_shard(shard)
                 self._shard_no = shard
             assert self._shard is not None
-            self._shard.add(local, encoded.result() if encoded is not None else chunk)
+            self._shard.add(local, encoded.result())
         finally:
             self._in_flight.release()
         self._end = number * self.chunk_len + rows
@@ -162,11 +165,8 @@ class ArrayStream:
         if local == self.shard_len // self.chunk_len - 1:
             self._close_shard()
 
-    def _open_shard(self, shard: int) -> ShardFile | _ZarrShard:
-        name = self._shard_path(shard)
-        if self._layout is None:
-            return _ZarrShard(self.array, name, shard * self.shard_len)
-        return ShardFile(self.fs, name, self._layout)
+    def _open_shard(self, shard: int) -> ShardFile:
+        return ShardFile(self.fs, self._shard_path(shard), self._layout)
 
     def _close_shard(self) -> None:
         if self._shard is None:
@@ -175,6 +175,8 @@ class ArrayStream:
             self.array.resize((self._end, *self.sample))
         self._shard.close()
         self.files[self._shard.path] = self.fs.size(self._shard.path)
+        if self._shard.digest is not None:
+            self.checksums[self._shard.path] = self._shard.digest
         self.length = self._end
         self._shard = None
 
@@ -204,22 +206,5 @@ class ArrayStream:
             codecs=codecs_json(self.array),
             payload_bytes=self.payload_bytes,
             files=dict(self.files),
+            checksums=dict(self.checksums),
         )
-
-
-class _ZarrShard:
-    """A shard of an array whose layout predstore does not write itself: zarr writes it on close."""
-
-    def __init__(self, array: Any, path: str, start: int) -> None:
-        self.array, self.path, self.start = array, path, start
-        self.rows: list[NDArray] = []
-
-    def add(self, local: int, chunk: NDArray) -> None:
-        self.rows.append(np.array(chunk))
-
-    def close(self) -> None:
-        data = np.concatenate(self.rows)
-        self.array[self.start : self.start + len(data)] = data
-
-    def abort(self) -> None:
-        self.rows = []

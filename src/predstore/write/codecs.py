@@ -14,7 +14,10 @@ bytes of floats; bits for one-byte types) and with zstd at level 1:
 - otherwise (class probabilities, smooth outputs: 2-3x) Blosc-LZ4, which
   compresses at over 1 GB/s and decodes at about 3 GB/s per core.
 
-Any codec can be named instead, per store or per key.
+Any codec can be named instead, per store or per key. zstd frames carry
+zstd's own content checksum, verified whenever they are decoded; every
+inner chunk also ends with its crc32c whatever its codec (see
+:mod:`predstore.format.shards`).
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ def compressors(
         name = choose(sample, itemsize)
     shuffle: Literal["shuffle", "bitshuffle"] = "bitshuffle" if itemsize == 1 else "shuffle"
     if name == "zstd":
-        return [ZstdCodec(level=1 if level is None else level)]
+        return [ZstdCodec(level=1 if level is None else level, checksum=True)]
     if name == "blosc-zstd":
         return [BloscCodec(cname="zstd", clevel=1 if level is None else level, shuffle=shuffle)]
     if name == "blosc-lz4":

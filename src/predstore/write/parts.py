@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from predstore.format import dtypes, layout
-from predstore.format.fs import FileSystem
+from predstore.format.fs import ChecksumSink, FileSystem
 from predstore.format.manifest import PartEntry
 from predstore.format.schema import (
     DATALOADER,
@@ -63,6 +63,8 @@ class PartWriter:
         self._writer: pq.ParquetWriter | None = None
         self._index_range = (np.iinfo(np.int64).max, -1)
         self._dataloaders: set[int] = set()
+        self.sinks: dict[str, ChecksumSink] = {}
+        """The open files by path, each keeping the CRC-32C of what was written."""
 
     def columns(self, batch: Batch) -> dict[str, pa.Array]:
         """The part columns of ``batch`` (all but the hidden ones); nothing is added yet."""
@@ -101,7 +103,7 @@ class PartWriter:
     def open_file(self, path: str) -> tuple[contextlib.ExitStack, pq.ParquetWriter]:
         """A Parquet writer on a temporary file that becomes ``path`` when the stack closes."""
         stack = contextlib.ExitStack()
-        sink = stack.enter_context(self.fs.open_atomic(path))
+        sink = ChecksumSink(stack.enter_context(self.fs.open_atomic(path)))
         writer = stack.enter_context(
             pq.ParquetWriter(
                 sink,
@@ -110,8 +112,10 @@ class PartWriter:
                 compression_level=self.compression_level,
                 use_dictionary=[NAME, *self._string_keys()],
                 write_statistics=[INDEX, DATALOADER],
+                write_page_checksum=True,
             )
         )
+        self.sinks[path] = sink
         return stack, writer
 
     def _string_keys(self) -> list[str]:
@@ -144,6 +148,7 @@ class PartWriter:
     def abort(self) -> None:
         """Drop the open part; its temporary file is removed."""
         _discard(self._stack)
+        self.sinks.pop(self.path, None)
         self._stack, self._writer, self._pending = None, None, []
 
 
@@ -170,6 +175,7 @@ class SealedPart:
     def abort(self) -> None:
         """Drop the part: its temporary file is removed."""
         _discard(self._stack)
+        self._owner.sinks.pop(self.path, None)
 
     def finish(self) -> PartEntry:
         owner = self._owner
@@ -191,6 +197,7 @@ class SealedPart:
             seq=self.seq,
             rows=self.rows,
             bytes=owner.fs.size(self.path),
+            crc32c=owner.sinks.pop(self.path).crc32c,
             dataloaders=self.dataloaders,
             index_min=self.index_range[0],
             index_max=self.index_range[1],
