@@ -29,6 +29,7 @@ from predstore.errors import (
     SchemaError,
     StoreExistsError,
     StoreNotCommittedError,
+    StorePermissionError,
     UnknownKeyError,
     UnknownRunError,
 )
@@ -128,6 +129,7 @@ __all__ = [
     "Store",
     "StoreExistsError",
     "StoreNotCommittedError",
+    "StorePermissionError",
     "StoreWriter",
     "UnknownKeyError",
     "UnknownRunError",

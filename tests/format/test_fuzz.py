@@ -1,4 +1,9 @@
-"""Fuzzing manifest parsing: whatever the bytes, only predstore's documented errors escape."""
+"""Fuzzing what readers take from disk: manifests, ``zarr.json``, data files, and indices.
+
+Whatever the bytes, only predstore's documented errors escape, ``verify``
+never raises, and a data file changed without changing its size is always
+caught by a checksum.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +15,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import predstore
 from predstore.format.manifest import RankManifest, StoreManifest, decode
-from support import write_ranks
+from predstore.read.verify import verify
+from support import write_mixed, write_ranks
 
 pytestmark = pytest.mark.corrupts_manifests
 
@@ -24,6 +31,9 @@ _TEMPLATE = Path(tempfile.mkdtemp(prefix="predstore-fuzz-")) / "store"
 write_ranks(_TEMPLATE, [list(range(20)), list(range(20, 33))], shard_bytes=8 * 1200)
 MANIFEST = json.loads((_TEMPLATE / "manifest.json").read_text())
 RANK = json.loads(next(_TEMPLATE.rglob("rank-00000.json")).read_text())
+
+NESTED = '"nested beyond recursion"'
+"""Stands for JSON nested deeper than any recursive decoder goes (spliced in as text)."""
 
 json_values = st.recursive(
     st.none()
@@ -58,16 +68,18 @@ def mutated(draw: st.DrawFn, template: dict[str, Any]) -> bytes:
         parent = doc
         for step in where[:-1]:
             parent = parent[step]
-        action = draw(st.sampled_from(["replace", "delete", "path"]))
+        action = draw(st.sampled_from(["replace", "delete", "path", "nest"]))
         if action == "delete" and isinstance(parent, dict):
             del parent[where[-1]]
+        elif action == "nest":  # deeper than any recursive decoder goes
+            parent[where[-1]] = json.loads(NESTED)
         elif action == "path":
             parent[where[-1]] = draw(
                 st.sampled_from(["../x", "/etc/passwd", "a/../../b", "", ".", "writes/../../.."])
             )
         else:
             parent[where[-1]] = draw(json_values)
-    data = json.dumps(doc).encode()
+    data = json.dumps(doc).replace(NESTED, "[" * 100_000 + "]" * 100_000).encode()
     if draw(st.booleans()):
         cut = draw(st.integers(0, len(data)))
         data = data[:cut]
@@ -118,3 +130,108 @@ def test_opening_and_reading_a_damaged_store(
         store.scan().collect()
     except predstore.PredstoreError:
         pass
+    verify(path, deep=True)  # reports, never raises
+
+
+# -- data files: damaged bytes are caught by a checksum, and only predstore errors escape --
+
+_MIXED = _TEMPLATE.parent / "mixed"
+write_mixed(_MIXED)
+_DATA_FILES = sorted(
+    str(p.relative_to(_MIXED))
+    for p in _MIXED.rglob("*")
+    if p.is_file() and (p.suffix == ".parquet" or "c" in p.relative_to(_MIXED).parts)
+)
+ZARR_JSON = sorted(str(p.relative_to(_MIXED)) for p in _MIXED.rglob("zarr.json"))
+
+
+def _read_all(path: Path) -> None:
+    store = predstore.open(path)
+    for key in store:
+        store.read(key)
+        store.read(key, [5, 1, 63])
+    store.scan().collect()
+    dataset = store.dataset(["logits", "mask", "tokens"], as_torch=False, cache_bytes=0)
+    dataset[3]
+
+
+@st.composite
+def damaged_bytes(draw: st.DrawFn, data: bytes) -> bytes:
+    """``data`` with 1 to 4 bytes changed, or a range swapped with another of the same length."""
+    out = bytearray(data)
+    if draw(st.booleans()):
+        for _ in range(draw(st.integers(1, 4))):
+            at = draw(st.integers(0, len(out) - 1))
+            out[at] ^= draw(st.integers(1, 255))
+    else:
+        length = draw(st.integers(1, max(1, len(out) // 4)))
+        a = draw(st.integers(0, len(out) - 2 * length))
+        b = draw(st.integers(a + length, len(out) - length))
+        out[a : a + length], out[b : b + length] = out[b : b + length], out[a : a + length]
+    return bytes(out)
+
+
+@settings(
+    max_examples=int(os.environ.get("PREDSTORE_EXAMPLES", "40")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(which=st.sampled_from(_DATA_FILES), data=st.data())
+def test_any_damage_to_a_data_file_is_caught(
+    tmp_path_factory: pytest.TempPathFactory, which: str, data: st.DataObject
+) -> None:
+    path = tmp_path_factory.mktemp("fuzz") / "store"
+    shutil.copytree(_MIXED, path)
+    original = (path / which).read_bytes()
+    damaged = data.draw(damaged_bytes(original))
+    (path / which).write_bytes(damaged)
+    with contextlib.suppress(predstore.PredstoreError):
+        _read_all(path)
+    report = verify(path, deep=True)
+    if damaged != original:  # every size still matches: only a checksum can tell
+        assert not report.ok, which
+        assert any(Path(which).name in p for p in report.problems), report.problems
+
+
+@settings(
+    max_examples=int(os.environ.get("PREDSTORE_EXAMPLES", "40")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(which=st.sampled_from(ZARR_JSON), data=st.data())
+def test_any_zarr_json_is_read_or_refused(
+    tmp_path_factory: pytest.TempPathFactory, which: str, data: st.DataObject
+) -> None:
+    path = tmp_path_factory.mktemp("fuzz") / "store"
+    shutil.copytree(_MIXED, path)
+    (path / which).write_bytes(data.draw(mutated(json.loads((path / which).read_bytes()))))
+    with contextlib.suppress(predstore.PredstoreError):
+        _read_all(path)
+    verify(path, deep=True)
+
+
+_STORE = predstore.open(_MIXED)
+indices = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**65), 2**65)
+    | st.floats()
+    | st.text(max_size=3)
+    | st.lists(st.integers(-5, 70), max_size=5),
+    lambda inner: st.lists(inner, max_size=4),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=int(os.environ.get("PREDSTORE_EXAMPLES", "150")), deadline=None)
+@given(asked=indices)
+def test_read_takes_integer_indices_only(asked: Any) -> None:
+    if asked is None:
+        return  # read(key, None) reads every row
+    try:
+        values = _STORE.read("prob", asked)
+    except (predstore.InvalidBatchError, predstore.MissingRowsError):
+        return
+    flat = np.asarray(asked).reshape(-1)
+    assert flat.dtype.kind in "iu" or flat.size == 0, asked  # nothing else was taken as rows
+    assert len(values) == flat.size

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import google_crc32c
+import numcodecs
 import numpy as np
 import pytest
 
@@ -121,21 +123,39 @@ def test_a_chunk_shape_that_differs_from_the_manifest_is_refused(store: Path) ->
         predstore.open(store).read("logits", [0])
 
 
-def test_a_chunk_of_the_wrong_size_is_a_corrupt_store_error(store: Path) -> None:
-    shard = shards(store, "logits")[0]
-    data = bytearray(shard.read_bytes())
-    chunks = (len(data) - 4) // (2 * 300 * 4 + 4 + 16)
-    table = np.frombuffer(bytes(data[-4 - 16 * chunks : -4]), "<u8").reshape(chunks, 2).copy()
-    table[0, 1] -= 8  # chunk 0 now ends 8 bytes early
-    import google_crc32c
+def _chunks_of(shard: Path, count: int) -> list[bytes]:
+    data = shard.read_bytes()
+    table = np.frombuffer(data[-4 - 16 * count : -4], "<u8").reshape(count, 2)
+    return [data[int(o) : int(o) + int(n)] for o, n in table]
 
-    data[-4 - 16 * chunks :] = (
-        table.tobytes() + np.array([google_crc32c.value(table.tobytes())], "<u4").tobytes()
+
+def _shard_of(chunks: list[bytes]) -> bytes:
+    offsets = np.cumsum([0] + [len(c) for c in chunks[:-1]])
+    table = np.stack([offsets, [len(c) for c in chunks]], axis=1).astype("<u8").tobytes()
+    return b"".join(chunks) + table + np.array([google_crc32c.value(table)], "<u4").tobytes()
+
+
+def test_a_chunk_of_the_wrong_size_is_a_corrupt_store_error(store: Path) -> None:
+    shard = shards(store, "mask")[0]
+    chunks = _chunks_of(shard, 16)  # shards of 32 rows, chunks of 2
+    wrong = numcodecs.Zstd(level=1).encode(np.zeros(100, np.uint8))  # a sound frame, too short
+    if "crc32c" in (array_dir(store, "mask") / "zarr.json").read_text().split('"index_codecs"')[0]:
+        wrong += np.array([google_crc32c.value(wrong)], "<u4").tobytes()  # a sound checksum
+    shard.write_bytes(_shard_of([wrong, *chunks[1:]]))
+    edit_json(
+        store / "manifest.json",
+        lambda d: [
+            a["files"].update({k: shard.stat().st_size for k in a["files"] if k.endswith("c/0/0")})
+            for a in d["arrays"]
+            if a["key"] == "mask"
+        ],
     )
-    shard.write_bytes(bytes(data))
-    with pytest.raises(predstore.CorruptStoreError, match=shard.name):
-        predstore.open(store).read("logits", [0])
-    assert not verify(store, deep=True).ok
+    with pytest.raises(predstore.CorruptStoreError, match=r"mask/c/0/0.*decodes to 100 bytes"):
+        predstore.open(store).read("mask", [0])
+    dataset = predstore.open(store).dataset(["mask"], as_torch=False)
+    with pytest.raises(predstore.CorruptStoreError, match=r"mask/c/0/0"):
+        dataset[0]
+    assert any("mask/c/0/0" in p for p in verify(store, deep=True).problems)
 
 
 def test_a_damaged_zstd_ragged_shard_is_a_corrupt_store_error(store: Path) -> None:

@@ -97,7 +97,10 @@ def info(
 def verify(
     path: StorePath,
     deep: Annotated[
-        bool, typer.Option(help="Also decode every value (reads the whole store).")
+        bool,
+        typer.Option(
+            help="Also read every byte: every checksum, every value decoded (reads the whole store)."
+        ),
     ] = False,
 ) -> None:
     """Check every file of the manifest, the parts, the arrays' extents and the coverage figures."""

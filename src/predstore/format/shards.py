@@ -30,7 +30,6 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
-import google_crc32c
 import numcodecs
 import numpy as np
 
@@ -102,9 +101,7 @@ class ShardLayout:
             raise _damaged(f"shard {path}", f"it has {size} bytes, too few to hold its index")
         tail = fs.read_range(path, size - self.index_bytes, self.index_bytes)
         table, crc = tail[:-4], tail[-4:]
-        if len(tail) != self.index_bytes or np.frombuffer(crc, "<u4")[0] != google_crc32c.value(
-            table
-        ):
+        if len(tail) != self.index_bytes or int(np.frombuffer(crc, "<u4")[0]) != crc32c(table):
             raise CorruptStoreError(f"shard {path}: its index is damaged (checksum mismatch)")
         return np.frombuffer(table, "<u8").reshape(self.chunks_per_shard, 2)
 
@@ -127,6 +124,12 @@ class ShardLayout:
             out[...] = self.decode(raw, where)
             return
         payload = self.payload(raw, where)
+        size = _decoded_size(self.codec, payload)
+        if size is None:  # the codec does not say: decode aside, checking the size
+            out[...] = self.decode(raw, where)
+            return
+        if size != self.chunk_bytes:
+            raise _damaged(where, f"it decodes to {size} bytes, not {self.chunk_bytes}")
         try:
             self.codec.decode(payload, out=out)
         except Exception as e:  # each codec raises its own types for damaged input
@@ -185,7 +188,7 @@ class ShardFile:
     def close(self) -> None:
         table = self._index.tobytes()
         self._sink.write(table)
-        self._sink.write(np.array([google_crc32c.value(table)], dtype="<u4").tobytes())
+        self._sink.write(np.array([crc32c(table)], dtype="<u4").tobytes())
         self._stack.close()  # renames the file into place
         if self._layout.checksum:
             self.digest = self._layout.digest(
@@ -196,6 +199,27 @@ class ShardFile:
         """Drop the shard: its temporary file is removed."""
         with contextlib.suppress(Exception):
             self._stack.__exit__(RuntimeError, RuntimeError("shard discarded"), None)
+
+
+def _decoded_size(codec: Codec, frame: memoryview) -> int | None:
+    """The decoded size a zstd or Blosc frame declares in its header (``None``: not known).
+
+    Decoding into a buffer of the expected size would silently leave the
+    rest of it untouched for a frame that decodes to less.
+    """
+    if isinstance(codec, numcodecs.Blosc):
+        return int.from_bytes(frame[4:8], "little") if len(frame) >= 16 else -1
+    if not isinstance(codec, numcodecs.Zstd):
+        return None
+    if len(frame) < 6 or bytes(frame[:4]) != b"\x28\xb5\x2f\xfd":
+        return -1
+    descriptor = frame[4]
+    single_segment = (descriptor >> 5) & 1
+    at = 5 + (0 if single_segment else 1) + (0, 1, 2, 4)[descriptor & 3]
+    width = (single_segment, 2, 4, 8)[descriptor >> 6]
+    if not width:
+        return None
+    return int.from_bytes(frame[at : at + width], "little") + (256 if width == 2 else 0)
 
 
 def _damaged(where: str, why: str) -> CorruptStoreError:
