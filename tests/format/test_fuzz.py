@@ -145,6 +145,19 @@ _DATA_FILES = sorted(
 ZARR_JSON = sorted(str(p.relative_to(_MIXED)) for p in _MIXED.rglob("zarr.json"))
 
 
+on_copies_of_the_store = settings(
+    max_examples=int(os.environ.get("PREDSTORE_EXAMPLES", "40")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+
+
+def _copy_of_mixed(factory: pytest.TempPathFactory) -> Path:
+    path = factory.mktemp("fuzz") / "store"
+    shutil.copytree(_MIXED, path)
+    return path
+
+
 def _read_all(path: Path) -> None:
     store = predstore.open(path)
     for key in store:
@@ -171,17 +184,12 @@ def damaged_bytes(draw: st.DrawFn, data: bytes) -> bytes:
     return bytes(out)
 
 
-@settings(
-    max_examples=int(os.environ.get("PREDSTORE_EXAMPLES", "40")),
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
+@on_copies_of_the_store
 @given(which=st.sampled_from(_DATA_FILES), data=st.data())
 def test_any_damage_to_a_data_file_is_caught(
     tmp_path_factory: pytest.TempPathFactory, which: str, data: st.DataObject
 ) -> None:
-    path = tmp_path_factory.mktemp("fuzz") / "store"
-    shutil.copytree(_MIXED, path)
+    path = _copy_of_mixed(tmp_path_factory)
     original = (path / which).read_bytes()
     damaged = data.draw(damaged_bytes(original))
     (path / which).write_bytes(damaged)
@@ -193,17 +201,12 @@ def test_any_damage_to_a_data_file_is_caught(
         assert any(Path(which).name in p for p in report.problems), report.problems
 
 
-@settings(
-    max_examples=int(os.environ.get("PREDSTORE_EXAMPLES", "40")),
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
+@on_copies_of_the_store
 @given(which=st.sampled_from(ZARR_JSON), data=st.data())
 def test_any_zarr_json_is_read_or_refused(
     tmp_path_factory: pytest.TempPathFactory, which: str, data: st.DataObject
 ) -> None:
-    path = tmp_path_factory.mktemp("fuzz") / "store"
-    shutil.copytree(_MIXED, path)
+    path = _copy_of_mixed(tmp_path_factory)
     (path / which).write_bytes(data.draw(mutated(json.loads((path / which).read_bytes()))))
     with contextlib.suppress(predstore.PredstoreError):
         _read_all(path)
