@@ -78,3 +78,21 @@ def test_list_size_exists_and_delete_tree(tmp_path: Path) -> None:
     fs.delete_tree("d")
     assert not fs.exists("d")
     fs.delete_tree("d")  # a missing path is not an error
+
+
+def test_only_regular_files_are_read_and_never_waited_on(tmp_path: Path) -> None:
+    fs = LocalFileSystem(tmp_path)
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "dir").mkdir()
+    for path in ("fifo", "dir"):
+        for read in (fs.read_bytes, fs.size, fs.input_uri, lambda p: fs.read_range(p, 0, 4)):
+            with pytest.raises(CorruptStoreError, match=f"{path} is not a regular file"):
+                read(path)  # a FIFO opened for reading would block here without a writer
+
+
+def test_metadata_over_its_limit_is_refused_unread(tmp_path: Path) -> None:
+    fs = LocalFileSystem(tmp_path)
+    fs.replace("m.json", b"{}" * 10)
+    assert fs.read_metadata("m.json", 20) == b"{}" * 10
+    with pytest.raises(CorruptStoreError, match="m.json is 20 bytes, larger than the 19 bytes"):
+        fs.read_metadata("m.json", 19)
