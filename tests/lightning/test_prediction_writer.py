@@ -285,7 +285,7 @@ def test_keys_and_codecs_are_configurable(tmp_path: Path) -> None:
     (logits,) = [a for a in store.manifest.arrays if a.key == "logits"]
     assert logits.codecs[0]["configuration"]["codecs"][1] == {
         "name": "zstd",
-        "configuration": {"level": 3, "checksum": False},
+        "configuration": {"level": 3, "checksum": True},
     }
 
 
