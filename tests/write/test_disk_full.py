@@ -71,7 +71,7 @@ def test_enospc_is_a_clear_error_and_the_last_commit_stays(tmp_path: Path) -> No
     path = tmp_path / "s"
     with predstore.StoreWriter(path) as writer:
         writer.write(batch(range(40)), range(40))
-    error = write_until_full(path, FillingFileSystem(path, budget=150_000))
+    error = write_until_full(path, FillingFileSystem(path, budget=200_000))
     assert error.errno == errno.ENOSPC
     assert any(
         "rows this rank committed before it are intact" in n

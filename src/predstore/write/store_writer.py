@@ -335,7 +335,15 @@ class StoreWriter:
     def _check_open(self) -> None:
         if self._closed:
             raise InvalidBatchError(f"the writer of {self.path} (rank {self.rank}) is closed")
-        self._jobs.check()
+        try:
+            self._jobs.check()
+        except OSError as e:  # a shard write ran out of disk, lost its mount, ...
+            if not getattr(e, "__notes__", None):
+                e.add_note(
+                    f"predstore: writing {self.path} failed; the {self.rows_committed} rows "
+                    "this rank committed before it are intact"
+                )
+            raise
 
     def _drop_committed(self, batch: Batch) -> Batch:
         """Resume skips rows that are committed already; append refuses them."""
