@@ -6,7 +6,7 @@ import typer
 
 app = typer.Typer(
     name="predstore",
-    help="Inspect, verify, finalize and export predstore stores; query a run registry.",
+    help="Inspect, verify, finalize, export and view predstore stores; query a run registry.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -19,6 +19,10 @@ app.add_typer(_registry_cli.app, name="registry")
 from predstore.cli import store as _store_cli  # noqa: E402
 
 _store_cli.register(app)
+
+from predstore.cli.view import view as _view  # noqa: E402
+
+app.command()(_view)
 
 
 def main() -> None:
