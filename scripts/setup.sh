@@ -17,4 +17,12 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
   "$VENV/bin/python" -m pip install --quiet -c "$ROOT/requirements/constraints.txt" -e "$ROOT[dev,bench]"
   echo "$WANT" > "$STAMP"
 fi
+# The viewer's browser tests drive the system's Chromium (Debian's package); Playwright never
+# downloads one. On a fresh machine (CI runs as root) install it when it is missing.
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
 export PATH="$VENV/bin:$PATH"

@@ -320,3 +320,27 @@ def test_an_overwrite_while_open_shows_the_new_rows(tmp_path: Path) -> None:
         time.sleep(1.1)  # the viewer checks a store's manifest at most once a second
         assert text_of(c.get("/store").text, "row-count") == "3"
         assert text_of(c.get("/rows").text, "matched") == "3"
+
+
+def test_a_live_run_updates_in_the_polled_table(tmp_path: Path) -> None:
+    from predstore.registry import RunWriter
+
+    run = RunWriter(tmp_path / "runs" / "live", save_interval=0)
+    run.open()
+    run.log_metrics({"loss": 1.0}, step=1)
+    run.save(force=True)
+    with TestClient(create_app([tmp_path / "runs"], token=TOKEN), base_url="http://127.0.0.1") as c:
+        page = c.get("/runs", params={"token": TOKEN})
+        assert 'data-running="1"' in page.text
+        poll = re.search(r'data-live="([^"]+)"', page.text).group(1).replace("&amp;", "&")
+        assert "fragment=1" in poll
+        before = c.get(poll).text
+        assert "<html" not in before and "summary.loss" in before
+        run.log_metrics({"loss": 0.25}, step=7)
+        run.save(force=True)
+        time.sleep(2.1)  # the viewer rescans a registry at most every 2 s
+        after = c.get(poll).text
+        assert "<td>0.25</td>" in after and "<td>0.25</td>" not in before
+        run.finalize("completed")
+        time.sleep(2.1)
+        assert 'data-running="0"' in c.get(poll).text

@@ -416,7 +416,9 @@ class _Views:
         )
 
     def plotly(self, request: Request) -> Response:
-        return FileResponse(_plotly_js(), media_type="text/javascript")
+        return FileResponse(
+            _plotly_js(), media_type="text/javascript", headers={"cache-control": "max-age=3600"}
+        )
 
 
 def _message(error: BaseException) -> str:
