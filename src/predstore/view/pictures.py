@@ -72,8 +72,11 @@ def _is_picture(value: NDArray) -> bool:
 
 
 def _scaling_note(value: NDArray) -> str:
+    """Say so when the values are not a picture as they are (checked on one slice of a volume)."""
+    if value.ndim >= 3 and not _is_picture(value):
+        value = value.reshape(-1, *value.shape[-3:])[0][0]
     try:
-        to_image(_channels_first(value[:1] if value.ndim > 3 else value), key="value")
+        to_image(_channels_first(value), key="value")
     except SchemaError:
         return "values scaled from their minimum to their maximum"
     return ""

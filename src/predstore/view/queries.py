@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from predstore.errors import QueryError, UnknownKeyError
 from predstore.format import dtypes
@@ -282,16 +283,13 @@ def sample_values(store: Store, index: int, dataloader_idx: int) -> dict[str, An
 
 
 def sample_name(store: Store, index: int, dataloader_idx: int) -> str | None:
+    """The name of one row, read from the one part that holds it."""
     if not store.schema.names:
         return None
-    found = (
-        store.scan([NAME, DATALOADER, INDEX])
-        .filter((pl.col(INDEX) == index) & (pl.col(DATALOADER) == dataloader_idx))
-        .select(NAME)
-        .head(1)
-        .collect()
-    )
-    return None if found.is_empty() else found.item()
+    position = int(store.rows.locate([index], dataloader_idx)[0])
+    part = store.manifest.parts[int(store.rows.part[position])]
+    names = pq.read_table(store.fs.uri(part.path), columns=[NAME]).column(NAME)
+    return names[int(store.rows.row[position])].as_py()
 
 
 def neighbours(store: Store, index: int, dataloader_idx: int) -> tuple[int | None, int | None]:
