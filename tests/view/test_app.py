@@ -220,6 +220,9 @@ def test_compare_measures_agreement_fixed_and_broken(client: TestClient, data: D
     assert f"fixed: {len(fixed)} samples" in page.text
     listed = [int(i) for i in re.findall(r"/compare/sample\?[^\"]*index=(\d+)", page.text)]
     assert listed == fixed.tolist()
+    unlabelled = {"a": str(data.a), "b": str(data.b), "label": "", "list": "fixed"}
+    refused = client.get("/compare", params=unlabelled)
+    assert refused.status_code == 400 and "needs a label key" in errors_in(refused.text)[0]
     by_name = client.get("/compare", params={"a": str(data.a), "b": str(data.b), "on": "name"})
     assert text_of(by_name.text, "agreement") == text_of(page.text, "agreement")
 

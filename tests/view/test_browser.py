@@ -96,7 +96,7 @@ def page(context, server: str) -> Iterator[object]:  # type: ignore[no-untyped-d
 
 def shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
 
 
 def test_overview_draws_a_chart_per_scalar_key_and_a_bar_filters_the_rows(page, data: Data) -> None:  # type: ignore[no-untyped-def]

@@ -461,8 +461,13 @@ def compare(
         masks = {"disagree": ~agree, "fixed": ~right_a & right_b, "broken": right_a & ~right_b}
     else:
         masks = {"disagree": ~agree}
-    chosen = joined.filter(masks.get(listing, ~agree)).rename(
-        {"__a": f"{key} (A)", "__b": f"{key} (B)"}
+    if listing not in masks:
+        raise QueryError(f"the {listing} list needs a label key to judge A and B against")
+    chosen = (
+        joined.filter(masks[listing])
+        .sort(join_on)
+        .select(*dict.fromkeys(shown + join_on), "__a", "__b", *([label] if label else []))
+        .rename({"__a": f"{key} (A)", "__b": f"{key} (B)"})
     )
     return Comparison(
         key=key,
