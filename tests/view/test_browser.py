@@ -128,7 +128,7 @@ def test_rows_filter_sort_and_bad_filter(page, data: Data) -> None:  # type: ign
     assert probs == sorted(probs) and all(p > 0.5 for p in probs) and probs
     page.fill("input[name=where]", "prob >>> 1")
     page.click("button[type=submit]")
-    assert "does not parse" in page.inner_text("#filter-error")
+    assert "did not parse" in page.inner_text("#filter-error")
 
 
 def test_confusion_cell_click_shows_its_rows(page, data: Data) -> None:  # type: ignore[no-untyped-def]
