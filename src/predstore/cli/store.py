@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from predstore.errors import PredstoreError
+from predstore.read.inspect import human_bytes as _bytes
 
 console = Console()
 errors = Console(stderr=True)
@@ -200,12 +201,3 @@ def _table(*columns: str, title: str) -> Table:
 
 def _n(value: int | None) -> str:
     return "-" if value is None else f"{value:,}"
-
-
-def _bytes(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1000 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{n} B"

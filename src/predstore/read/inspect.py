@@ -77,3 +77,13 @@ def disk_bytes(store: Store) -> int:
     """Bytes of every data file the store uses."""
     parts = sum(p.bytes for p in store.manifest.parts)
     return parts + sum(sum(a.files.values()) for a in store.manifest.arrays)
+
+
+def human_bytes(n: int) -> str:
+    """``n`` bytes for people: 512 B, 20.1 KB, 3.4 GB (powers of 1000)."""
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"

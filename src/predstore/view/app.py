@@ -34,6 +34,7 @@ from predstore.errors import (
     RegistryError,
     StoreNotCommittedError,
 )
+from predstore.read.inspect import human_bytes
 from predstore.read.store import Store
 from predstore.view import pictures, queries, runs
 from predstore.view.security import Guard
@@ -83,7 +84,7 @@ def create_app(
         undefined=jinja2.StrictUndefined,
     )
     env.filters["number"] = _number
-    env.filters["size"] = _size
+    env.filters["size"] = human_bytes
     env.filters["cell"] = _cell
     env.globals["zip"] = zip
     env.filters["tojson_attr"] = lambda v: json.dumps(v, default=str)
@@ -453,15 +454,6 @@ def _number(value: Any) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
-
-
-def _size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1000 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{n} B"
 
 
 def _cell(value: Any) -> str:
