@@ -15,7 +15,7 @@ import numpy as np
 
 from predstore.errors import SchemaError
 from predstore.read.images import to_image
-from predstore.registry._png import encode_png
+from predstore.registry.rundir._png import encode_png
 
 NDArray = np.ndarray[Any, Any]
 

@@ -15,7 +15,7 @@ import polars as pl
 
 from predstore.errors import QueryError
 from predstore.registry import Registry, read_media_index
-from predstore.registry.layout import METRICS
+from predstore.registry.rundir.files import METRICS
 
 #: Columns of the runs table before the hyperparameters and metrics.
 SHOWN = ("run_id", "display_name", "status", "created_at", "step", "tags")

@@ -19,8 +19,7 @@ from typing import Any, TypeVar
 import predstore
 from predstore.errors import CorruptStoreError, QueryError, StoreNotCommittedError
 from predstore.read.store import Store
-from predstore.registry import Registry, scan
-from predstore.registry.cache import default_cache_path
+from predstore.registry import Registry, default_cache_path, scan
 
 T = TypeVar("T")
 
