@@ -99,7 +99,7 @@ def measure_large(store: Path, reps: int, rows: int) -> dict[str, Any]:
     server = Server([store])
     try:
         figures: dict[str, Any] = {"first overview (opens the store)": server.get("/store")}
-        figures["first sample (builds the row index)"] = server.get("/sample", index=0)
+        figures["first sample (waits for the row index)"] = server.get("/sample", index=0)
         runs: dict[str, list[float]] = {
             "overview": [],
             "rows page, filtered and sorted": [],

@@ -142,7 +142,7 @@ def histogram(store: Store, key: str) -> Histogram:
         .drop_nulls()
         .group_by("b")
         .len()
-        .collect()
+        .collect(engine="streaming")
     )
     counts = [0] * BINS
     for b, n in bins.iter_rows():
@@ -159,7 +159,7 @@ def histogram(store: Store, key: str) -> Histogram:
 
 
 def _value_counts(frame: pl.LazyFrame, key: str) -> Histogram:
-    counts = frame.group_by(key).len().collect()
+    counts = frame.group_by(key).len().collect(engine="streaming")
     nulls = int(counts.filter(pl.col(key).is_null())["len"].sum())
     top = counts.drop_nulls(key).sort(["len", key], descending=[True, False]).head(TOP_VALUES)
     top = top.sort(key)
@@ -242,8 +242,11 @@ def rows_page(
     if page < 1:
         raise QueryError(f"pages count from 1; got {page}")
     frame = selection(store, where, sort, descending)
-    matched = frame.select(pl.len()).collect().item() if where.strip() else len(store)
-    rows = frame.slice((page - 1) * size, size).collect()
+    # The streaming engine reads the parts a batch at a time: memory stays flat at any size.
+    matched = (
+        frame.select(pl.len()).collect(engine="streaming").item() if where.strip() else len(store)
+    )
+    rows = frame.slice((page - 1) * size, size).collect(engine="streaming")
     return RowsPage(rows.columns, rows.rows(), matched, len(store), page, size)
 
 
@@ -347,7 +350,13 @@ def confusion(store: Store, predicted: str, actual: str, where: str = "") -> Con
                 f"keys: {', '.join(label_keys(store))}"
             )
     frame = selection(store, where)
-    pairs = frame.select(actual, predicted).drop_nulls().group_by(actual, predicted).len().collect()
+    pairs = (
+        frame.select(actual, predicted)
+        .drop_nulls()
+        .group_by(actual, predicted)
+        .len()
+        .collect(engine="streaming")
+    )
     return _matrix(pairs, predicted, actual)
 
 

@@ -8,6 +8,7 @@ viewer runs shows the new rows instead of failing on files it replaced.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -114,7 +115,10 @@ class Sources:
                 held.checked = time.monotonic()
                 return held.store
             self._open[normal] = _OpenStore(fresh, time.monotonic())
-            return fresh
+        # Build the row index (seconds at 10M rows) while the first pages, which need only
+        # the manifest and the Parquet columns, are being looked at.
+        threading.Thread(target=_build_row_index, args=(fresh,), daemon=True).start()
+        return fresh
 
     def cached(self, store: Store, key: tuple[Any, ...], compute: Callable[[], T]) -> T:
         """``compute()`` once per store generation and ``key`` (histograms, matrices)."""
@@ -164,6 +168,11 @@ class Sources:
             linked = {_normal(p) for run in runs for p in reg.show(run).stores["path"].to_list()}
         registry.stores = linked
         registry.scanned = time.monotonic()
+
+
+def _build_row_index(store: Store) -> None:
+    with contextlib.suppress(Exception):  # a damaged store says so when a page reads it
+        store.rows  # noqa: B018 (a cached property: reading it builds the index)
 
 
 def _same(old: Store, new: Store) -> bool:
