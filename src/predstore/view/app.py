@@ -458,6 +458,12 @@ def _number(value: Any) -> str:
 
 def _cell(value: Any) -> str:
     """A table cell: lists cut to their first values, floats to 4 significant digits."""
+    if isinstance(value, list) and value and isinstance(value[0], list):
+        shape = []
+        while isinstance(value, list):
+            shape.append(len(value))
+            value = value[0] if value else None
+        return f"array [{' x '.join(map(str, shape))}]: see the sample"
     if isinstance(value, list):
         head = ", ".join(_cell(v) for v in value[:6])
         return f"[{head}{', …' if len(value) > 6 else ''}] ({len(value)})"
