@@ -1,8 +1,8 @@
 """Shared test fixtures.
 
 Every test that writes a store has its manifests validated against the JSON
-Schemas in ``schemas/`` when it ends: the store manifest, every committed
-generation in ``_commits/`` and every rank manifest.
+Schemas in ``schemas/`` when it ends: the store manifest, every commit
+record in ``_commits/`` and every rank manifest.
 """
 
 from __future__ import annotations
@@ -24,14 +24,17 @@ def _validator(name: str) -> jsonschema.Draft202012Validator:
 
 STORE_MANIFEST = _validator("store-manifest.schema.json")
 RANK_MANIFEST = _validator("rank-manifest.schema.json")
+COMMIT_RECORD = _validator("commit-record.schema.json")
 
 
 def manifests_under(root: Path) -> list[tuple[Path, jsonschema.Draft202012Validator]]:
     """Every predstore manifest below ``root`` and the schema it must satisfy."""
     found = []
     for path in root.rglob("*.json"):
-        if path.name == "manifest.json" or path.parent.name == "_commits":
+        if path.name == "manifest.json":
             found.append((path, STORE_MANIFEST))
+        elif path.parent.name == "_commits":
+            found.append((path, COMMIT_RECORD))
         elif path.name.startswith("rank-") and path.parent.parent.name == "writes":
             found.append((path, RANK_MANIFEST))
     return found
@@ -45,8 +48,10 @@ def validate_manifests(root: Path) -> int:
             document = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError):
             continue  # tests that corrupt manifests on purpose
-        if document.get("format") != "predstore" or document.get("format_version") != 1:
+        if document.get("format") != "predstore" or document.get("format_version") not in (1, 2):
             continue  # tests that write foreign or future manifests on purpose
+        if validator is COMMIT_RECORD and document["format_version"] == 1:
+            validator = STORE_MANIFEST  # format 1 recorded whole manifests
         errors = sorted(validator.iter_errors(document), key=lambda e: list(e.path))
         assert not errors, f"{path} violates its JSON Schema: " + "; ".join(
             f"{'/'.join(map(str, e.path))}: {e.message}" for e in errors[:5]

@@ -71,7 +71,9 @@ def __getattr__(name: str) -> object:
     return value
 
 
-def finalize(path: str | os.PathLike[str], *, retention: float = RETENTION) -> StoreManifest:
+def finalize(
+    path: str | os.PathLike[str], *, retention: float = RETENTION, allow_shrink: bool = False
+) -> StoreManifest:
     """Commit the rows that the ranks of unfinished writes at ``path`` committed.
 
     Example::
@@ -82,14 +84,18 @@ def finalize(path: str | os.PathLike[str], *, retention: float = RETENTION) -> S
         print(manifest.rows, manifest.coverage)
 
     Returns the store manifest; a store with nothing left to finalize is
-    returned as it is. Only finalize a store whose writers have stopped.
+    returned as it is. Only finalize a store whose writers have stopped. An
+    unfinished overwrite that would leave fewer rows than the store has is
+    refused unless ``allow_shrink=True``.
     """
     from predstore.format.commit import finalize as _finalize
 
-    return _finalize(LocalFileSystem(path), retention=retention)
+    return _finalize(LocalFileSystem(path), retention=retention, allow_shrink=allow_shrink)
 
 
-def vacuum(path: str | os.PathLike[str], *, retention: float = RETENTION) -> list[str]:
+def vacuum(
+    path: str | os.PathLike[str], *, retention: float = RETENTION, discard_unfinished: bool = False
+) -> list[str]:
     """Delete the files no reader needs any more; return the write ids deleted.
 
     Example::
@@ -99,11 +105,33 @@ def vacuum(path: str | os.PathLike[str], *, retention: float = RETENTION) -> lis
         predstore.vacuum("preds.pstore", retention=0)  # no reader holds the replaced store
 
     Those are writes an overwrite replaced more than ``retention`` seconds ago,
-    and unfinished writes a later commit superseded, untouched as long.
+    unfinished writes without committed rows untouched as long, and commit
+    records older than ``retention`` that recovery does not need. Unfinished
+    writes whose ranks committed rows are kept unless
+    ``discard_unfinished=True``.
     """
     from predstore.format.commit import vacuum as _vacuum
 
-    return _vacuum(LocalFileSystem(path), retention=retention)
+    return _vacuum(
+        LocalFileSystem(path), retention=retention, discard_unfinished=discard_unfinished
+    )
+
+
+def upgrade(path: str | os.PathLike[str]) -> StoreManifest:
+    """Rewrite a store written by an older predstore in the current format, as one commit.
+
+    Example::
+
+        import predstore
+
+        predstore.upgrade("old.pstore")  # then it takes appends again
+
+    Stores of older formats read as they are; writing to one needs this
+    first. Data files are not rewritten.
+    """
+    from predstore.format.commit import upgrade as _upgrade
+
+    return _upgrade(LocalFileSystem(path))
 
 
 __all__ = [
@@ -138,5 +166,6 @@ __all__ = [
     "finalize",
     "open",
     "pending",
+    "upgrade",
     "vacuum",
 ]

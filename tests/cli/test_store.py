@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -18,9 +19,9 @@ EXE = shutil.which("predstore") or ""
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
     command = [EXE, *args] if EXE else [sys.executable, "-m", "predstore", *args]
-    return subprocess.run(
-        command, capture_output=True, text=True, timeout=120, env={"COLUMNS": "200", "PATH": ""}
-    )
+    # Keep PYTHONPATH: the command must run the predstore under test.
+    env = {"COLUMNS": "200", "PATH": "", "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
 
 
 @pytest.fixture

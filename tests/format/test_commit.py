@@ -9,8 +9,8 @@ import pytest
 
 import predstore
 from predstore.errors import CommitConflictError, SchemaError, StoreNotCommittedError
-from predstore.format import layout
-from predstore.format.commit import commit, committed, finalize, load_store_manifest
+from predstore.format import history, layout
+from predstore.format.commit import committed, finalize, load_store_manifest
 from predstore.format.fs import LocalFileSystem
 from predstore.format.manifest import encode
 from support import assert_rows, batch, write_ranks
@@ -68,10 +68,12 @@ def test_a_decided_commit_is_rolled_forward(tmp_path: Path) -> None:
     assert current is not None
     import msgspec
 
-    decided = msgspec.structs.replace(current, generation=2, rows=current.rows)
+    decided = msgspec.structs.replace(current, generation=2, committed_at="2026-01-01T00:00:00Z")
+    record = history.record_of(current, decided, replaces=False, forgotten=[])
     # A committer that died between deciding and publishing: only the record exists.
-    fs.put_if_absent(layout.commit_record(2), encode(decided))
-    assert predstore.open(path).manifest.generation == 1  # readers see the published one
+    fs.put_if_absent(layout.commit_record(2), encode(record))
+    assert predstore.open(path).manifest.generation == 2  # readers apply the newer record
+    assert json.loads((path / "manifest.json").read_bytes())["generation"] == 1
     assert committed(fs).generation == 2  # the next committer publishes it first
     assert json.loads((path / "manifest.json").read_bytes())["generation"] == 2
 
@@ -83,7 +85,7 @@ def test_two_committers_of_one_generation_conflict(tmp_path: Path) -> None:
     current = load_store_manifest(fs)
     assert current is not None
     with pytest.raises(CommitConflictError, match="another process committed generation 1"):
-        commit(fs, current)
+        history.commit(fs, None, current, replaces=True)
 
 
 def test_overwrite_keeps_the_old_files_for_readers_until_the_retention_ends(tmp_path: Path) -> None:
@@ -128,10 +130,13 @@ def test_vacuum_deletes_retired_and_superseded_writes(tmp_path: Path) -> None:
         w.write(batch([9]), [9])
     new = write_ranks(path, [[5, 6]], mode="overwrite")
     assert predstore.vacuum(path) == []  # within the retention: nothing goes
-    assert sorted(predstore.vacuum(path, retention=0)) == sorted([old, stale])
+    # The stale write's row was committed by its rank: kept unless discarding is asked for.
+    assert predstore.vacuum(path, retention=0) == [old]
+    assert sorted(os.listdir(path / "writes")) == sorted([new, stale])
+    assert predstore.vacuum(path, retention=0, discard_unfinished=True) == [stale]
     assert os.listdir(path / "writes") == [new]
     store = predstore.open(path)
-    assert store.manifest.retired == [] and store.manifest.generation == 3
+    assert store.manifest.retired == []
     assert_rows(store, [5, 6])
 
 

@@ -25,10 +25,15 @@ def store(tmp_path: Path) -> Path:
     return path
 
 
-def edit_manifest(path: Path, change) -> None:  # type: ignore[no-untyped-def]
-    doc = json.loads((path / "manifest.json").read_text())
-    change(doc)
-    (path / "manifest.json").write_text(json.dumps(doc))
+def edit_manifest(path: Path, change, *, records: bool = True) -> None:  # type: ignore[no-untyped-def]
+    """Apply ``change`` to the store manifest and (with ``records``) to every commit record."""
+    files = [path / "manifest.json"]
+    if records:
+        files += sorted((path / "_commits").glob("*.json"))
+    for file in files:
+        doc = json.loads(file.read_text())
+        change(doc)
+        file.write_text(json.dumps(doc))
 
 
 def snapshot(root: Path) -> dict[str, float]:
@@ -63,7 +68,7 @@ def test_a_symlink_out_of_the_store_is_refused(store: Path) -> None:
     part.unlink()
     part.symlink_to(store.parent / "outside.parquet")
     with pytest.raises(predstore.CorruptStoreError, match="leads outside the store"):
-        predstore.open(store)
+        predstore.open(store).read("pred", [1])
     assert any("outside the store" in p for p in verify(store).problems)
 
 
@@ -78,8 +83,9 @@ def test_a_directory_symlinked_out_is_refused(store: Path, tmp_path: Path) -> No
 
 def test_sizes_that_do_not_match_are_refused(store: Path) -> None:
     edit_manifest(store, lambda d: d["parts"][0].update(bytes=d["parts"][0]["bytes"] + 1))
+    opened = predstore.open(store)  # sizes are checked when a part is first read
     with pytest.raises(predstore.CorruptStoreError, match="has .* bytes, the manifest says"):
-        predstore.open(store)
+        opened.read("pred", [1])
 
 
 def test_a_shard_of_the_wrong_size_is_refused_when_read(store: Path) -> None:

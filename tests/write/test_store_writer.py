@@ -212,6 +212,8 @@ def test_corrupt_or_missing_manifest_on_open(committed: Path, tmp_path: Path) ->
         predstore.open(empty)
     manifest = committed / "manifest.json"
     manifest.write_bytes(manifest.read_bytes()[:100])
+    for record in (committed / "_commits").iterdir():
+        record.write_bytes(record.read_bytes()[:100])
     with pytest.raises(CorruptStoreError, match="manifest.json is not a readable manifest"):
         predstore.open(committed)
 
@@ -219,9 +221,9 @@ def test_corrupt_or_missing_manifest_on_open(committed: Path, tmp_path: Path) ->
 def test_newer_format_version_on_open(committed: Path) -> None:
     manifest = committed / "manifest.json"
     doc = json.loads(manifest.read_bytes())
-    doc["format_version"] = 2
+    doc["format_version"] = 3
     manifest.write_text(json.dumps(doc))
-    with pytest.raises(FormatVersionError, match="format version 2.*upgrade"):
+    with pytest.raises(FormatVersionError, match="format version 3.*upgrade"):
         predstore.open(committed)
 
 

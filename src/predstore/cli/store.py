@@ -23,7 +23,7 @@ StorePath = Annotated[Path, typer.Argument(help="The store directory.", show_def
 
 
 def register(app: typer.Typer) -> None:
-    for command in (info, verify, finalize, vacuum, export):
+    for command in (info, verify, finalize, vacuum, upgrade, export):
         app.command()(command)
 
 
@@ -132,12 +132,31 @@ def verify(
     raise typer.Exit(1)
 
 
-def finalize(path: StorePath) -> None:
+def finalize(
+    path: StorePath,
+    allow_shrink: Annotated[
+        bool,
+        typer.Option(
+            "--allow-shrink",
+            help="Commit an unfinished overwrite even if the store would hold fewer rows.",
+        ),
+    ] = False,
+) -> None:
     """Commit what the ranks of unfinished writes committed (after all writers stopped)."""
     import predstore
+    from predstore.format.commit import load_store_manifest
+    from predstore.format.fs import LocalFileSystem
 
     with _friendly_errors():
-        manifest = predstore.finalize(path)
+        before = load_store_manifest(LocalFileSystem(path))
+        manifest = predstore.finalize(path, allow_shrink=allow_shrink)
+    if before is not None and before.generation == manifest.generation:
+        console.print(
+            f"nothing to finalize: generation {manifest.generation} ({manifest.rows:,} rows) "
+            "is current",
+            highlight=False,
+        )
+        return
     console.print(
         f"committed generation {manifest.generation}: {manifest.rows:,} rows", highlight=False
     )
@@ -155,14 +174,33 @@ def vacuum(
         float,
         typer.Option(help="Keep files replaced less than this many seconds ago (for readers)."),
     ] = 600.0,
+    discard_unfinished: Annotated[
+        bool,
+        typer.Option(
+            "--discard-unfinished",
+            help="Also delete unfinished writes whose ranks committed rows (they are lost).",
+        ),
+    ] = False,
 ) -> None:
-    """Delete writes that an overwrite replaced, and superseded unfinished writes, once no reader needs them."""
+    """Delete replaced writes, empty unfinished writes and old commit records once no reader needs them."""
     import predstore
 
     with _friendly_errors():
-        deleted = predstore.vacuum(path, retention=retention)
+        deleted = predstore.vacuum(path, retention=retention, discard_unfinished=discard_unfinished)
     console.print(
         f"deleted {len(deleted)} write(s)" + (f": {', '.join(deleted)}" if deleted else ""),
+        highlight=False,
+    )
+
+
+def upgrade(path: StorePath) -> None:
+    """Rewrite a store of an older predstore format in the current one (one commit; data stays)."""
+    import predstore
+
+    with _friendly_errors():
+        manifest = predstore.upgrade(path)
+    console.print(
+        f"{path}: format version {manifest.format_version}, generation {manifest.generation}",
         highlight=False,
     )
 

@@ -12,14 +12,18 @@ larger than its limit before reading it.
 
 :class:`LocalFileSystem` implements the contract on a local or network-mounted
 directory. An object-store implementation plugs in here without touching the
-writer or the reader: ``put_if_absent`` becomes a conditional put, and
-``open_atomic`` an upload that becomes visible only when complete.
+writer or the reader: ``put_if_absent`` becomes a conditional put
+(``If-None-Match: *``), ``replace_if`` a conditional put on the version read
+(``If-Match: <etag>``), and ``open_atomic`` an upload that becomes visible
+only when complete. Nothing in the format needs a rename.
 """
 
 from __future__ import annotations
 
 import abc
 import contextlib
+import fcntl
+import hashlib
 import os
 import shutil
 import stat
@@ -56,6 +60,33 @@ class FileSystem(abc.ABC):
     @abc.abstractmethod
     def put_if_absent(self, path: str, data: bytes) -> bool:
         """Create ``path`` with ``data`` unless it exists; ``True`` when created."""
+
+    def read_versioned(self, path: str) -> tuple[bytes, str]:
+        """The content of ``path`` and an opaque tag of that version (an object store's ETag).
+
+        ``FileNotFoundError`` if absent. The default tags a version by its
+        content; implementations with native versions override it.
+        """
+        data = self.read_bytes(path)
+        return data, hashlib.sha256(data).hexdigest()
+
+    def replace_if(self, path: str, data: bytes, version: str) -> bool:
+        """Atomically replace ``path`` with ``data`` only if it is still at ``version``.
+
+        ``True`` when replaced, ``False`` when another process replaced it
+        since ``version`` was read. An object store does this with a
+        conditional put (``If-Match``). The default checks and then
+        replaces, which is not atomic between processes: implementations
+        override it (the format stays correct without it, since readers
+        also look for commit records newer than ``manifest.json``).
+        """
+        try:
+            if self.read_versioned(path)[1] != version:
+                return False
+        except FileNotFoundError:
+            return False
+        self.replace(path, data)
+        return True
 
     @abc.abstractmethod
     def open_atomic(self, path: str) -> contextlib.AbstractContextManager[IO[bytes]]:
@@ -178,6 +209,30 @@ class LocalFileSystem(FileSystem):
             os.link(tmp, full)
         except FileExistsError:
             return False
+        finally:
+            _remove_quietly(tmp)
+        _fsync_dir(os.path.dirname(full))
+        return True
+
+    def read_versioned(self, path: str) -> tuple[bytes, str]:
+        with self._open_file(path) as (fd, size):
+            return _pread_all(fd, size, 0), _version(os.fstat(fd))
+
+    def replace_if(self, path: str, data: bytes, version: str) -> bool:
+        full = self.resolve(path)
+        tmp = _durable_temp(full, data)
+        try:
+            # Every replace_if of this file holds the lock, so check and
+            # rename are one step for them; the rename itself keeps plain
+            # readers safe (a new inode, so a new version).
+            with _locked(os.path.join(os.path.dirname(full), f".{os.path.basename(full)}.lock")):
+                try:
+                    current = _version(os.stat(full))
+                except FileNotFoundError:
+                    return False
+                if current != version:
+                    return False
+                os.replace(tmp, full)
         finally:
             _remove_quietly(tmp)
         _fsync_dir(os.path.dirname(full))
@@ -309,6 +364,21 @@ def _durable_temp(full: str, data: bytes) -> str:
         _remove_quietly(tmp)
         raise
     return tmp
+
+
+def _version(stat: os.stat_result) -> str:
+    # Each replace renames a new file into place: a new inode, a new version.
+    return f"{stat.st_ino}-{stat.st_mtime_ns}-{stat.st_size}"
+
+
+@contextlib.contextmanager
+def _locked(lock_path: str) -> Iterator[None]:
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _temp_name(full: str) -> str:

@@ -1,9 +1,12 @@
 """The two manifests of the format, as typed records, and their JSON encoding.
 
 A *rank manifest* lists what one rank of one write has committed: its parts
-and the committed extent of each of its arrays. The *store manifest* is the
-commit point: it lists every part and array a reader may use, the schema,
-coverage and provenance. Both are JSON (``schemas/`` holds their JSON
+and the committed extent of each of its arrays. The *store manifest* is
+the state of the store at one generation: every part and array a reader may
+use, the schema, coverage and provenance. A *commit record*
+(``_commits/<generation>.json``) holds what one commit changed; the store
+manifest ``manifest.json`` is a checkpoint of the newest record (see
+:mod:`predstore.format.history`). Both are JSON (``schemas/`` holds their JSON
 Schemas); decoding checks every type, and every path is checked to stay
 inside the store, so a damaged or hostile manifest is refused with a
 ``CorruptStoreError`` naming the file and the offending field.
@@ -21,7 +24,8 @@ from predstore.format.layout import check_relpath, check_write_id
 from predstore.format.schema import Schema
 
 FORMAT_NAME = "predstore"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: commit records hold what a commit changed (1: each held the whole manifest)."""
 
 MAX_MANIFEST_BYTES = 256 << 20
 """A manifest larger than this is refused unread: it is damaged, not a store's."""
@@ -49,6 +53,9 @@ class PartEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """For each fixed-shape Zarr key: position of this part's first row in the rank's array."""
     crc32c: Crc32c | None = None
     """The CRC-32C of the whole file (absent in stores written before checksums)."""
+    index_step: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    """When set, row r of the part holds index ``index_min + r * index_step`` (one dataloader):
+    readers and commits then know the part's keys without reading it."""
 
 
 class ArrayEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -152,10 +159,45 @@ class StoreManifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     provenance: dict[str, Any] = {}
     retired: list[RetiredWrite] = []
     """Replaced writes whose files are kept for readers that opened an earlier generation."""
+    replaced_generation: Count = 0
+    """The last generation that replaced the store's rows (a new store, an overwrite).
+    An unfinished append that started from it or later can still commit."""
 
     @property
     def duplicates(self) -> int:
         return sum(c.duplicates for c in self.coverage.values())
+
+
+class CommitRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """What one commit changed: ``_commits/<generation>.json``, created once (put-if-absent).
+
+    Applied to the store manifest of ``generation - 1`` it gives the store
+    manifest of ``generation``. A record that ``replaces`` holds the whole
+    store (a new store, an overwrite, an upgrade, a history checkpoint);
+    otherwise its writes, parts and arrays are added to the previous ones.
+    Schema, rows, coverage and provenance are small and always whole.
+    """
+
+    format: Literal["predstore"] = "predstore"
+    format_version: int = FORMAT_VERSION
+    store_id: str
+    generation: Annotated[int, msgspec.Meta(ge=1)]
+    created_at: str
+    committed_at: str
+    replaces: bool
+    checkpoint: bool = False
+    """A whole copy of the previous generation (an upgrade, a start for a pruned history)."""
+    rows: Count
+    schema: Schema
+    writes: list[WriteEntry] = []
+    parts: list[PartEntry] = []
+    arrays: list[ArrayEntry] = []
+    coverage: dict[int, Coverage]
+    provenance: dict[str, Any] = {}
+    retired: list[RetiredWrite] = []
+    """Writes retired by this commit."""
+    forgotten: list[str] = []
+    """Retired writes whose files this commit's committer deletes (their retention ended)."""
 
 
 class _Header(msgspec.Struct):
@@ -163,7 +205,7 @@ class _Header(msgspec.Struct):
     format_version: int = 0
 
 
-_M = TypeVar("_M", StoreManifest, RankManifest)
+_M = TypeVar("_M", StoreManifest, RankManifest, CommitRecord)
 
 
 def now() -> str:
@@ -171,7 +213,7 @@ def now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")
 
 
-def encode(manifest: StoreManifest | RankManifest) -> bytes:
+def encode(manifest: StoreManifest | RankManifest | CommitRecord) -> bytes:
     return msgspec.json.format(msgspec.json.encode(manifest), indent=1)
 
 
@@ -204,7 +246,15 @@ def decode(data: bytes, kind: type[_M], *, source: str) -> _M:
     return manifest
 
 
-def _check_paths(manifest: StoreManifest | RankManifest, source: str) -> None:
+def format_version_of(data: bytes) -> int:
+    """The format version a manifest declares (0 when it declares none)."""
+    try:
+        return msgspec.json.decode(data, type=_Header).format_version
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return 0
+
+
+def _check_paths(manifest: StoreManifest | RankManifest | CommitRecord, source: str) -> None:
     try:
         check_write_id(manifest.write_id) if isinstance(manifest, RankManifest) else None
         for part in manifest.parts:
@@ -214,6 +264,8 @@ def _check_paths(manifest: StoreManifest | RankManifest, source: str) -> None:
             check_write_id(write.write_id)
         for retired in getattr(manifest, "retired", []):
             check_write_id(retired.write_id)
+        for write_id in getattr(manifest, "forgotten", []):
+            check_write_id(write_id)
         for array in manifest.arrays:
             check_relpath(array.path)
             for path in array.files:

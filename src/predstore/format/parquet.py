@@ -19,6 +19,22 @@ from predstore.format.fs import FileSystem
 from predstore.format.manifest import PartEntry
 
 
+def check_size(fs: FileSystem, part: PartEntry) -> None:
+    """Refuse a part that is missing or whose size differs from its manifest entry."""
+    try:
+        size = fs.size(part.path)
+    except FileNotFoundError:
+        raise CorruptStoreError(
+            f"part {part.path} of the manifest is missing: its {part.rows} rows are lost "
+            "(restore the file from a backup; `predstore verify` lists every problem)"
+        ) from None
+    if size != part.bytes:
+        raise CorruptStoreError(
+            f"part {part.path} has {size} bytes, the manifest says {part.bytes}; "
+            "the store is damaged (predstore verify lists every problem)"
+        )
+
+
 def read_part(fs: FileSystem, part: PartEntry, columns: Sequence[str]) -> pa.Table:
     """``columns`` of ``part``, its pages' checksums verified and its rows counted."""
     with _named(part):

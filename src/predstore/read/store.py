@@ -21,7 +21,7 @@ from predstore.format import dtypes
 from predstore.format.commit import load_store_manifest
 from predstore.format.fs import FileSystem, LocalFileSystem
 from predstore.format.manifest import Coverage, PartEntry, StoreManifest
-from predstore.format.parquet import read_footer, read_part
+from predstore.format.parquet import check_size, read_footer, read_part
 from predstore.format.schema import (
     DATALOADER,
     INDEX,
@@ -60,9 +60,10 @@ def open(path: str | os.PathLike[str], *, filesystem: FileSystem | None = None) 
         accuracy = store.scan().select((pl.col("pred") == pl.col("label")).mean()).collect()
         logits = store.read("logits", [0, 5, 7])
 
-    Only the store manifest is read here; it names every file the store
-    uses, so no directory is ever listed and files of writes in progress are
-    never seen. Raises ``StoreNotCommittedError`` when nothing was committed
+    Only the store manifest is read here (and the next commit record is
+    looked for); it names every file the store uses, so no directory is ever
+    listed and files of writes in progress are never seen. Each part's size
+    is checked when it is first read. Raises ``StoreNotCommittedError`` when nothing was committed
     at ``path``, ``FormatVersionError`` for a store of a newer format and
     ``CorruptStoreError`` for a damaged manifest.
     """
@@ -90,8 +91,8 @@ class Store:
         self.manifest = manifest
         self._arrays = {(a.key, a.write_id, a.rank): ArrayReader(fs, a) for a in manifest.arrays}
         self._footers_checked = False
+        self._sized: set[str] = set()  # parts whose size was checked (on first read)
         _check_references(manifest)
-        _check_part_sizes(fs, manifest)
 
     # -- what the store holds ----------------------------------------------
 
@@ -259,18 +260,22 @@ class Store:
 
     def _part_rows(self, key: str, spec: KeySchema, part: PartEntry, rows: NDArray) -> Any:
         if spec.storage == "parquet":
-            column = read_part(self.fs, part, [key]).column(key).take(pa.array(rows))
+            column = self._read_part(part, [key]).column(key).take(pa.array(rows))
             return from_arrow(spec, column)
         array = self._arrays[(key, part.write_id, part.rank)]
         if not spec.ragged:
             return array.rows(part.array_offsets[key] + rows)
-        table = read_part(self.fs, part, [offset_column(key), shape_column(key)]).take(
-            pa.array(rows)
-        )
+        table = self._read_part(part, [offset_column(key), shape_column(key)]).take(pa.array(rows))
         starts = table.column(0).to_numpy()
         shapes = table.column(1).combine_chunks().flatten().to_numpy().reshape(len(rows), -1)
         spans = array.spans(starts, shapes.prod(axis=1))
         return [span.reshape(shape) for span, shape in zip(spans, shapes.tolist(), strict=True)]
+
+    def _read_part(self, part: PartEntry, columns: list[str]) -> pa.Table:
+        if part.path not in self._sized:  # sizes are checked on first read, not at open
+            check_size(self.fs, part)
+            self._sized.add(part.path)
+        return read_part(self.fs, part, columns)
 
     # -- torch datasets (torch is imported on first use) ---------------------------
 
@@ -350,20 +355,6 @@ def _check_references(manifest: StoreManifest) -> None:
                     f"part {part.path} places key {key!r} at {offset}..+{part.rows}, "
                     f"outside the committed extent {array.length} of {array.path}"
                 )
-
-
-def _check_part_sizes(fs: FileSystem, manifest: StoreManifest) -> None:
-    """Every part exists with the size the manifest records (a stat each: parts are few)."""
-    for part in manifest.parts:
-        try:
-            size = fs.size(part.path)
-        except FileNotFoundError:
-            raise CorruptStoreError(f"part {part.path} of the manifest is missing") from None
-        if size != part.bytes:
-            raise CorruptStoreError(
-                f"part {part.path} has {size} bytes, the manifest says {part.bytes}; "
-                "the store is damaged (predstore verify lists every problem)"
-            )
 
 
 def _place(groups: list[NDArray], chunks: list[NDArray], rows: int) -> NDArray:

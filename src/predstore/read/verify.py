@@ -22,10 +22,18 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from predstore.errors import PredstoreError
-from predstore.format.commit import pending_writes
+from predstore.format import history, layout
+from predstore.format.commit import can_commit, load_store_manifest, pending_writes
 from predstore.format.coverage import coverage, row_keys
-from predstore.format.fs import LocalFileSystem, file_crc32c
-from predstore.format.manifest import ArrayEntry, Coverage, PartEntry
+from predstore.format.fs import FileSystem, LocalFileSystem, file_crc32c
+from predstore.format.manifest import (
+    MAX_MANIFEST_BYTES,
+    ArrayEntry,
+    Coverage,
+    PartEntry,
+    StoreManifest,
+    decode,
+)
 from predstore.format.parquet import read_footer, read_part
 from predstore.format.schema import offset_column, part_schema, shape_column
 from predstore.read.arrays import ArrayReader
@@ -75,23 +83,45 @@ def verify(path: str | os.PathLike[str], *, deep: bool = False) -> VerifyReport:
                 check(store, report, deep)
             except PredstoreError as e:
                 report.problems.append(str(e))
-    generation = store.manifest.generation if store is not None else 0
+    _check_history(fs, report)
     try:
-        for write_id, ranks in pending_writes(
-            fs, store.manifest if store is not None else None
-        ).items():
+        base = store.manifest if store is not None else load_store_manifest(fs)
+    except PredstoreError:
+        base = None
+    try:
+        for write_id, ranks in pending_writes(fs, base).items():
+            rows = sum(r.rows for r in ranks)
+            if not rows:
+                continue  # a write without committed rows blocks nothing and loses nothing
             report.unfinished.append(
                 UnfinishedWrite(
                     write_id=write_id,
                     mode=ranks[0].mode,
                     ranks={r.rank: r.state for r in ranks},
-                    rows=sum(r.rows for r in ranks),
-                    recoverable=all(r.base_generation == generation for r in ranks),
+                    rows=rows,
+                    recoverable=can_commit(ranks, base),
                 )
             )
     except PredstoreError as e:
         report.problems.append(f"unfinished write data is unreadable: {e}")
     return report
+
+
+def _check_history(fs: FileSystem, report: VerifyReport) -> None:
+    """The checkpoint and the next commit record must be readable (readers work around both)."""
+    try:
+        data = fs.read_metadata(layout.MANIFEST, MAX_MANIFEST_BYTES)
+        decode(data, StoreManifest, source=fs.uri(layout.MANIFEST))
+    except FileNotFoundError:
+        pass
+    except PredstoreError as e:
+        report.problems.append(
+            f"{e}; readers rebuild it from {layout.COMMITS}/, `predstore finalize` rewrites it"
+        )
+    try:
+        history.load(fs)
+    except PredstoreError as e:
+        report.problems.append(" ".join([str(e), *getattr(e, "__notes__", [])]))
 
 
 def _check_file(store: Store, report: VerifyReport, path: str, size: int) -> bool:

@@ -65,6 +65,7 @@ class PartWriter:
         self._dataloaders: set[int] = set()
         self.sinks: dict[str, ChecksumSink] = {}
         """The open files by path, each keeping the CRC-32C of what was written."""
+        self._steps = _Progression()
 
     def columns(self, batch: Batch) -> dict[str, pa.Array]:
         """The part columns of ``batch`` (all but the hidden ones); nothing is added yet."""
@@ -87,6 +88,7 @@ class PartWriter:
         lo, hi = self._index_range
         self._index_range = (min(lo, int(batch.indices.min())), max(hi, int(batch.indices.max())))
         self._dataloaders.add(batch.dataloader_idx)
+        self._steps.extend(batch.indices)
         if self._pending_bytes >= self.row_group_bytes:
             self._flush_row_group()
 
@@ -139,6 +141,8 @@ class PartWriter:
         )
         sealed.rows, sealed.seq = self.rows, self.seq
         sealed.index_range, sealed.dataloaders = self._index_range, sorted(self._dataloaders)
+        sealed.index_step = self._steps.step if len(self._dataloaders) == 1 else None
+        self._steps = _Progression()
         self.seq += 1
         self.rows, self.bytes_written = 0, 0
         self._stack, self._writer, self._pending, self._pending_bytes = None, None, [], 0
@@ -159,6 +163,7 @@ class SealedPart:
     seq: int
     index_range: tuple[int, int]
     dataloaders: list[int]
+    index_step: int | None
 
     def __init__(
         self,
@@ -202,7 +207,35 @@ class SealedPart:
             index_min=self.index_range[0],
             index_max=self.index_range[1],
             array_offsets=self.array_offsets,
+            index_step=self.index_step,
         )
+
+
+class _Progression:
+    """Whether a part's indices, in row order, rise by one constant step (``step``, else ``None``).
+
+    Contiguous writes (step 1) and DistributedSampler shards (step =
+    world size) do: their manifest entry then names every key of the part.
+    """
+
+    def __init__(self) -> None:
+        self.step: int | None = 1
+        self._last: int | None = None
+        self._fixed = False
+
+    def extend(self, indices: np.ndarray) -> None:
+        if self.step is None or not len(indices):
+            return
+        run = indices if self._last is None else np.concatenate(([self._last], indices))
+        self._last = int(indices[-1])
+        if len(run) < 2:
+            return
+        gaps = np.diff(run)
+        step = int(gaps[0])
+        if step < 1 or (self._fixed and step != self.step) or bool((gaps != step).any()):
+            self.step = None
+            return
+        self.step, self._fixed = step, True
 
 
 def _discard(stack: contextlib.ExitStack | None) -> None:

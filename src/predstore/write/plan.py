@@ -27,7 +27,13 @@ import numpy as np
 
 from predstore.errors import ConfigError, StoreExistsError
 from predstore.format import layout
-from predstore.format.commit import committed, load_store_manifest, pending_writes
+from predstore.format.commit import (
+    can_commit,
+    check_writable,
+    committed,
+    load_store_manifest,
+    pending_writes,
+)
 from predstore.format.coverage import row_keys
 from predstore.format.fs import FileSystem
 from predstore.format.manifest import Mode, PartEntry, RankManifest, StoreManifest
@@ -40,24 +46,44 @@ NDArray = np.ndarray[Any, Any]
 
 @dataclass
 class CommittedKeys:
-    """The (dataloader_idx, index) keys already committed, for fast membership tests."""
+    """The (dataloader_idx, index) keys already committed, for fast membership tests.
 
-    by_dataloader: dict[int, NDArray] = field(default_factory=dict)
+    A part's keys are read only when a batch's indices fall in its index
+    range, so an append of new indices to a large store reads no part.
+    """
+
+    fs: FileSystem
+    parts: list[PartEntry]
+    _read: NDArray = field(init=False)
+    _known: dict[int, NDArray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._read = np.zeros(len(self.parts), dtype=bool)
+        self._lows = np.array([p.index_min for p in self.parts], dtype=np.int64)
+        self._highs = np.array([p.index_max for p in self.parts], dtype=np.int64)
 
     @classmethod
     def of(cls, fs: FileSystem, parts: list[PartEntry]) -> CommittedKeys:
-        dl, index = row_keys(fs, parts)
-        return cls({int(d): np.unique(index[dl == d]) for d in np.unique(dl)})
+        return cls(fs, parts)
 
     def contains(self, dataloader_idx: int, indices: NDArray) -> NDArray:
-        known = self.by_dataloader.get(dataloader_idx)
+        if len(indices):
+            self._load(int(np.min(indices)), int(np.max(indices)))
+        known = self._known.get(dataloader_idx)
         if known is None or not known.size:
             return np.zeros(len(indices), dtype=bool)
         at = np.minimum(np.searchsorted(known, indices), known.size - 1)
         return known[at] == indices
 
-    def __len__(self) -> int:
-        return sum(len(v) for v in self.by_dataloader.values())
+    def _load(self, low: int, high: int) -> None:
+        near = np.flatnonzero(~self._read & (self._lows <= high) & (self._highs >= low))
+        if not near.size:
+            return
+        self._read[near] = True
+        dl, index = row_keys(self.fs, [self.parts[i] for i in near.tolist()])
+        for d in np.unique(dl).tolist():
+            old = self._known.get(d, np.zeros(0, np.int64))
+            self._known[d] = np.union1d(old, index[dl == d])
 
 
 @dataclass
@@ -78,6 +104,7 @@ def plan_write(fs: FileSystem, *, mode: Mode, write_id: str, check: bool) -> Wri
     if mode not in MODES:
         raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     base = committed(fs) if check else load_store_manifest(fs)
+    check_writable(fs, base)
     generation = base.generation if base else 0
     unfinished = {w: r for w, r in unfinished_writes(fs, base).items() if w != write_id}
     if check:
@@ -94,12 +121,12 @@ def plan_write(fs: FileSystem, *, mode: Mode, write_id: str, check: bool) -> Wri
 
 
 def unfinished_writes(fs: FileSystem, base: StoreManifest | None) -> dict[str, list[RankManifest]]:
-    """Unfinished writes that a resume would continue: those that started from ``base``."""
-    generation = base.generation if base else 0
+    """Unfinished writes that a resume would continue: those that may still commit onto
+    ``base`` and hold committed rows (a write without rows blocks nothing)."""
     return {
         w: ranks
         for w, ranks in pending_writes(fs, base).items()
-        if all(r.base_generation == generation for r in ranks)
+        if can_commit(ranks, base) and any(r.rows for r in ranks)
     }
 
 

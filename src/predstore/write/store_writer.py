@@ -275,6 +275,9 @@ class StoreWriter:
     def fail(self) -> None:
         """Commit the rows buffered so far and mark this rank failed; the store manifest is untouched.
 
+        A rank that committed no row removes its files instead: a write
+        without rows blocks nothing and leaves nothing behind.
+
         Best effort: it runs after something went wrong (a full disk, say), so
         what it cannot do is logged, not raised; what was committed stays.
         """
@@ -298,7 +301,10 @@ class StoreWriter:
             for stream in self._arrays.values():
                 stream.abort()
             try:
-                self._save("failed")
+                if self._committed:
+                    self._save("failed")
+                else:
+                    self._discard()
             except Exception:
                 _log.warning(
                     "%s (rank %d): could not mark the rank failed",
@@ -511,6 +517,13 @@ class StoreWriter:
                 f"{self.rows_committed} rows this rank committed before it are intact"
             )
             raise
+
+    def _discard(self) -> None:
+        """Remove this rank's files: it committed no row, so it must block and leave nothing."""
+        self.fs.delete_tree(layout.rank_manifest(self.write_id, self.rank))
+        self.fs.delete_tree(layout.array(self.write_id, self.rank, "x").rsplit("/", 1)[0])
+        if self.world_size == 1:
+            self.fs.delete_tree(layout.write_dir(self.write_id))
 
     def _stop(self) -> None:
         """Let the I/O thread finish what is queued, and stop the threads."""
