@@ -12,6 +12,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+import predstore
 from support import write_ranks
 
 EXE = shutil.which("predstore") or ""
@@ -94,3 +95,14 @@ def test_export_parquet_and_csv(store: Path, tmp_path: Path) -> None:
     )
     assert "logits" not in pl.read_csv(csv).columns
     assert run("export", str(store), str(csv), "--format", "xml").returncode == 2
+
+
+def test_upgrade_and_the_recovery_flags(tmp_path: Path) -> None:
+    old = tmp_path / "old.pstore"
+    shutil.copytree(Path(__file__).parents[1] / "data" / "format-0.1.pstore", old)
+    done = run("upgrade", str(old))
+    assert done.returncode == 0 and "format version 2, generation 3" in done.stdout
+    assert run("finalize", str(old)).stdout.startswith("nothing to finalize")
+    assert run("vacuum", str(old), "--retention", "0", "--discard-unfinished").returncode == 0
+    assert run("finalize", str(old), "--allow-shrink").returncode == 0
+    assert predstore.open(old).manifest.format_version == 2

@@ -8,7 +8,7 @@ group, as a node failure would) at the 3rd occurrence of that moment:
 - ``rename``: with a data file complete under its temporary name, before its rename;
 - ``rank-manifest``: with a rank manifest's new content written, before its rename;
 - ``decide``: after a store commit was decided (``_commits/<g>``), before it is published;
-- ``publish``: while publishing the store manifest (before its rename);
+- ``publish``: while publishing the store manifest (before its conditional replace);
 - ``finalize``: when finalize starts.
 
 It patches predstore's file layer from outside; the library has no hook.
@@ -76,6 +76,7 @@ def arm(spec: str | None) -> None:
 
     local = fs_module.LocalFileSystem
     open_atomic, replace, put_if_absent = local.open_atomic, local.replace, local.put_if_absent
+    replace_if = local.replace_if
 
     @contextlib.contextmanager
     def patched_open_atomic(self: Any, path: str) -> Iterator[Any]:
@@ -91,7 +92,14 @@ def arm(spec: str | None) -> None:
             counter.hit("publish")
         replace(self, path, data)
 
+    def patched_replace_if(self: Any, path: str, data: bytes, version: str) -> bool:
+        if path == "manifest.json":
+            counter.hit("publish")
+        return replace_if(self, path, data, version)
+
     def patched_put(self: Any, path: str, data: bytes) -> bool:
+        if path == "manifest.json":
+            counter.hit("publish")
         created = put_if_absent(self, path, data)
         if path.startswith("_commits/"):
             counter.hit("decide")
@@ -106,6 +114,7 @@ def arm(spec: str | None) -> None:
     local.open_atomic = patched_open_atomic  # type: ignore[method-assign,assignment]
     local.replace = patched_replace  # type: ignore[method-assign]
     local.put_if_absent = patched_put  # type: ignore[method-assign]
+    local.replace_if = patched_replace_if  # type: ignore[method-assign]
     for module in list(sys.modules.values()):  # every module that imported finalize by name
         if getattr(module, "finalize", None) is original_finalize:
             module.finalize = patched_finalize

@@ -300,12 +300,16 @@ def vacuum(
 
 
 def _prune_history(fs: FileSystem, base: StoreManifest, retention: float) -> None:
-    """Delete records older than ``retention`` that come before a record of the whole store."""
+    """Delete records older than ``retention``, keeping a record of the whole store to start from.
+
+    The history then starts with a whole-store record (committed here if the
+    newest one is not), which is what recovery rebuilds a damaged checkpoint from.
+    """
     older = [g for g in history.generations(fs) if g < base.generation]
     if not older or _age(history.read_record(fs, older[0]).committed_at) < retention:
         return
     full = _last_full_record(fs, base.generation)
-    if full is None or _age(history.read_record(fs, full).committed_at) < retention:
+    if full is None or full < base.generation:
         checkpoint = msgspec.structs.replace(
             base, generation=base.generation + 1, committed_at=now()
         )

@@ -50,7 +50,10 @@ def load(fs: FileSystem, *, strict: bool = True) -> tuple[StoreManifest | None, 
     try:
         data = fs.read_metadata(layout.MANIFEST, MAX_MANIFEST_BYTES)
     except FileNotFoundError:
-        checkpoint = None
+        state = roll_forward(fs, None, strict=strict)
+        if state is None and generations(fs):  # records, but no checkpoint: it was lost
+            state = roll_forward(fs, rebuild(fs, damaged=_lost(fs)), strict=strict)
+        return state, 0
     else:
         try:
             checkpoint = decode(data, StoreManifest, source=fs.uri(layout.MANIFEST))
@@ -247,6 +250,10 @@ def rebuild(fs: FileSystem, *, damaged: CorruptStoreError) -> StoreManifest:
         "predstore: no commit record could rebuild it either; restore manifest.json from a backup"
     )
     raise damaged
+
+
+def _lost(fs: FileSystem) -> CorruptStoreError:
+    return CorruptStoreError(f"{fs.uri(layout.MANIFEST)} is missing")
 
 
 def set_aside(fs: FileSystem, generation: int) -> None:
