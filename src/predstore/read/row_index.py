@@ -159,5 +159,62 @@ def integer_indices(indices: Any) -> NDArray:
     return values.astype(np.int64, copy=False).reshape(-1)
 
 
+class PartLocator:
+    """Finds a few rows by index from the parts' index ranges in the manifest.
+
+    Only parts whose range holds an index asked for are considered, in
+    manifest order (the first committed row wins, as in :class:`RowIndex`);
+    a part whose entry has an ``index_step`` is not even read.
+    """
+
+    def __init__(self, fs: FileSystem, manifest: StoreManifest) -> None:
+        parts = manifest.parts
+        self._fs, self._parts, self._coverage = fs, parts, manifest.coverage
+        self._lows = np.array([p.index_min for p in parts], dtype=np.int64)
+        self._highs = np.array([p.index_max for p in parts], dtype=np.int64)
+        self._steps = np.array([p.index_step or 0 for p in parts], dtype=np.int64)
+        self._loaders = np.array(
+            [p.dataloaders[0] if len(p.dataloaders) == 1 else -1 for p in parts], dtype=np.int64
+        )
+        self._keys: dict[int, tuple[NDArray, NDArray]] = {}
+
+    def locate(self, wanted: NDArray, dataloader_idx: int) -> tuple[NDArray, NDArray]:
+        """The part and row of each index of ``wanted``, in the order asked."""
+        part_of = np.empty(len(wanted), dtype=np.int64)
+        row_of = np.empty(len(wanted), dtype=np.int64)
+        missing = []
+        loader = (self._loaders == dataloader_idx) | (self._loaders == -1)
+        for at, index in enumerate(wanted.tolist()):
+            near = np.flatnonzero(loader & (self._lows <= index) & (self._highs >= index))
+            for part in near.tolist():
+                row = self._row(part, index, dataloader_idx)
+                if row is not None:
+                    part_of[at], row_of[at] = part, row
+                    break
+            else:
+                missing.append(index)
+        if missing:
+            held = self._coverage.get(dataloader_idx)
+            lows, highs = self._lows[loader], self._highs[loader]
+            span = f"{int(lows.min())}..{int(highs.max())}" if lows.size else "(none)"
+            raise MissingRowsError(
+                f"{len(missing)} of the {len(wanted)} indices asked are not in dataloader "
+                f"{dataloader_idx} of the store (first: {missing[:5]}); it holds "
+                f"{held.unique if held else 0} rows there, indices {span}"
+            )
+        return part_of, row_of
+
+    def _row(self, part: int, index: int, dataloader_idx: int) -> int | None:
+        step = int(self._steps[part])
+        if step:
+            offset = index - int(self._lows[part])
+            return offset // step if offset % step == 0 else None
+        if part not in self._keys:
+            self._keys[part] = row_keys(self._fs, [self._parts[part]])
+        loaders, indices = self._keys[part]
+        hits = np.flatnonzero((indices == index) & (loaders == dataloader_idx))
+        return int(hits[0]) if hits.size else None
+
+
 def _range(keys: NDArray) -> str:
     return f"{int(keys[0])}..{int(keys[-1])}" if len(keys) else "(none)"

@@ -33,7 +33,7 @@ from predstore.format.schema import (
     shape_column,
 )
 from predstore.read.arrays import ArrayReader
-from predstore.read.row_index import RowIndex
+from predstore.read.row_index import PartLocator, RowIndex, integer_indices
 from predstore.read.values import from_arrow, to_torch
 
 if TYPE_CHECKING:
@@ -46,6 +46,8 @@ if TYPE_CHECKING:
     from predstore.datasets.sequential import SequentialPredictionDataset
 
 NDArray = np.ndarray[Any, Any]
+_FEW = 64
+"""Up to this many indices are found from the manifest's part index ranges, not the row index."""
 
 
 def open(path: str | os.PathLike[str], *, filesystem: FileSystem | None = None) -> Store:
@@ -209,14 +211,37 @@ class Store:
         as tensors of the same dtype with ``as_torch=True``.
         """
         spec = self._spec(key)
-        positions = self._positions(indices, names, dataloader_idx)
-        values = self._gather(key, spec, positions)
+        part_of, row_of = self._locations(indices, names, dataloader_idx)
+        values = self._gather(key, spec, part_of, row_of)
         return to_torch(values, key=key) if as_torch else values
 
     def _spec(self, key: str) -> KeySchema:
         if key not in self.schema.keys:
             raise UnknownKeyError(f"key {key!r} is not in the store; it holds {self.keys()}")
         return self.schema.keys[key]
+
+    def _locations(
+        self,
+        indices: Sequence[int] | NDArray | None,
+        names: Sequence[str] | None,
+        dataloader_idx: int,
+    ) -> tuple[NDArray, NDArray]:
+        """The part and the row within it of each row asked for, in the order asked.
+
+        A few indices, before the row index is built, are found from the
+        manifest's per-part index ranges: a small read of a store of
+        thousands of parts opens only the parts that hold its rows.
+        """
+        if indices is not None and names is None and "rows" not in self.__dict__:
+            wanted = integer_indices(indices)
+            if len(wanted) <= _FEW:
+                return self._locator.locate(wanted, dataloader_idx)
+        positions = self._positions(indices, names, dataloader_idx)
+        return self.rows.part[positions], self.rows.row[positions]
+
+    @cached_property
+    def _locator(self) -> PartLocator:
+        return PartLocator(self.fs, self.manifest)
 
     def _positions(
         self,
@@ -235,9 +260,8 @@ class Store:
             return np.arange(span.start, span.stop)
         return self.rows.locate(indices, dataloader_idx)
 
-    def _gather(self, key: str, spec: KeySchema, positions: NDArray) -> Any:
-        """Values at ``positions``, read part by part, returned in the order of ``positions``."""
-        part_of, row_of = self.rows.part[positions], self.rows.row[positions]
+    def _gather(self, key: str, spec: KeySchema, part_of: NDArray, row_of: NDArray) -> Any:
+        """Values of rows ``row_of`` of parts ``part_of``, read part by part, in the order given."""
         order = np.argsort(part_of, kind="stable")
         bounds = np.flatnonzero(np.diff(part_of[order])) + 1
         groups = [group for group in np.split(order, bounds) if len(group)]
@@ -246,7 +270,7 @@ class Store:
             for group in groups
         ]
         if spec.ragged:
-            rows: list[Any] = [None] * len(positions)
+            rows: list[Any] = [None] * len(part_of)
             for group, chunk in zip(groups, chunks, strict=True):
                 for at, row in zip(group.tolist(), chunk, strict=True):
                     rows[at] = row
@@ -256,7 +280,7 @@ class Store:
         if any(isinstance(c, np.ma.MaskedArray) for c in chunks):  # nulls: keep the masks
             joined = np.ma.concatenate(chunks)  # type: ignore[no-untyped-call]
             return joined[np.argsort(order)]
-        return _place(groups, chunks, len(positions))
+        return _place(groups, chunks, len(part_of))
 
     def _part_rows(self, key: str, spec: KeySchema, part: PartEntry, rows: NDArray) -> Any:
         if spec.storage == "parquet":
