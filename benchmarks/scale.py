@@ -188,15 +188,15 @@ def report() -> str:
         "| compact | 10-row read after compact |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for r in runs:
-        for f in r["parts"]:
-            lines.append(
-                f"| {r['label']} ({r['predstore']}) | {f['parts']:,} | {f['finalize_s']:.2f} s "
-                f"| {f['open_s'] * 1e3:.1f} ms | {f['len_keys_read10_s'] * 1e3:.1f} ms "
-                f"| {f['manifest_bytes_per_part']:.0f} "
-                f"| {_s(f.get('compact_s'))} ({f.get('parts_after_compact', '-')} parts) "
-                f"| {_ms(f.get('len_keys_read10_after_compact_s'))} |"
-            )
+    lines += [
+        f"| {r['label']} ({r['predstore']}) | {f['parts']:,} | {f['finalize_s']:.2f} s "
+        f"| {f['open_s'] * 1e3:.1f} ms | {f['len_keys_read10_s'] * 1e3:.1f} ms "
+        f"| {f['manifest_bytes_per_part']:.0f} "
+        f"| {_s(f.get('compact_s'))} ({f.get('parts_after_compact', '-')} parts) "
+        f"| {_ms(f.get('len_keys_read10_after_compact_s'))} |"
+        for r in runs
+        for f in r["parts"]
+    ]
     lines += [
         "",
         "| predstore | 10th append commit | 300th append commit | open | 2-row read "

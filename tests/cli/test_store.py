@@ -13,7 +13,8 @@ import polars as pl
 import pytest
 
 import predstore
-from support import write_ranks
+from predstore.read.verify import verify
+from support import assert_rows, write_ranks
 
 EXE = shutil.which("predstore") or ""
 
@@ -106,3 +107,21 @@ def test_upgrade_and_the_recovery_flags(tmp_path: Path) -> None:
     assert run("vacuum", str(old), "--retention", "0", "--discard-unfinished").returncode == 0
     assert run("finalize", str(old), "--allow-shrink").returncode == 0
     assert predstore.open(old).manifest.format_version == 2
+
+
+def test_compact_rewrites_many_parts_into_few_in_one_commit(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    write_ranks(path, [list(range(0, 40, 2)), list(range(1, 40, 2))], batch_size=4)
+    write_ranks(path, [list(range(40, 50))], mode="append", batch_size=3)
+    for writer_rows in ([50, 51], [52]):
+        write_ranks(path, [writer_rows], mode="append")
+    before = predstore.open(path)
+    assert len(before.manifest.parts) >= 4
+    done = run("compact", str(path))
+    assert done.returncode == 0, done.stderr
+    after = predstore.open(path)
+    assert len(after.manifest.parts) == 1
+    assert after.manifest.generation == before.manifest.generation + 1
+    assert_rows(after, range(53))
+    assert_rows(before, range(53))  # a reader of the old generation keeps reading it
+    assert verify(path, deep=True).ok

@@ -23,7 +23,7 @@ StorePath = Annotated[Path, typer.Argument(help="The store directory.", show_def
 
 
 def register(app: typer.Typer) -> None:
-    for command in (info, verify, finalize, vacuum, upgrade, export):
+    for command in (info, verify, finalize, vacuum, compact, upgrade, export):
         app.command()(command)
 
 
@@ -189,6 +189,31 @@ def vacuum(
         deleted = predstore.vacuum(path, retention=retention, discard_unfinished=discard_unfinished)
     console.print(
         f"deleted {len(deleted)} write(s)" + (f": {', '.join(deleted)}" if deleted else ""),
+        highlight=False,
+    )
+
+
+def compact(
+    path: StorePath,
+    part_rows: Annotated[
+        int | None, typer.Option(help="Rows per part (default: as few parts as the sizes allow).")
+    ] = None,
+    retention: Annotated[
+        float,
+        typer.Option(help="Keep the old parts this many seconds (for readers that opened them)."),
+    ] = 600.0,
+) -> None:
+    """Rewrite the store's rows into few parts, as one commit that readers never see half done."""
+    from predstore.cli.compact import compact as run
+    from predstore.format.commit import load_store_manifest
+    from predstore.format.fs import LocalFileSystem
+
+    with _friendly_errors():
+        before = load_store_manifest(LocalFileSystem(path))
+        manifest = run(path, part_rows=part_rows, retention=retention)
+    console.print(
+        f"{path}: {len(before.parts) if before else 0:,} parts -> {len(manifest.parts):,}, "
+        f"{manifest.rows:,} rows, generation {manifest.generation}",
         highlight=False,
     )
 
