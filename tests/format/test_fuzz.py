@@ -31,6 +31,10 @@ _TEMPLATE = Path(tempfile.mkdtemp(prefix="predstore-fuzz-")) / "store"
 write_ranks(_TEMPLATE, [list(range(20)), list(range(20, 33))], shard_bytes=8 * 1200)
 MANIFEST = json.loads((_TEMPLATE / "manifest.json").read_text())
 RANK = json.loads(next(_TEMPLATE.rglob("rank-00000.json")).read_text())
+_APPENDED = _TEMPLATE.parent / "appended"
+write_ranks(_APPENDED, [list(range(10))], shard_bytes=8 * 1200)
+write_ranks(_APPENDED, [list(range(10, 15))], shard_bytes=8 * 1200, mode="append")
+RECORD = json.loads((_APPENDED / "_commits" / "0000000002.json").read_text())
 
 NESTED = '"nested beyond recursion"'
 """Stands for JSON nested deeper than any recursive decoder goes (spliced in as text)."""
@@ -238,3 +242,28 @@ def test_read_takes_integer_indices_only(asked: Any) -> None:
     flat = np.asarray(asked).reshape(-1)
     assert flat.dtype.kind in "iu" or flat.size == 0, asked  # nothing else was taken as rows
     assert len(values) == flat.size
+
+
+@settings(
+    max_examples=int(os.environ.get("PREDSTORE_EXAMPLES", "40")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(data=mutated(RECORD))
+def test_a_damaged_next_commit_record(
+    tmp_path_factory: pytest.TempPathFactory, data: bytes
+) -> None:
+    """A newer record than the checkpoint, damaged: readers, verify and finalize raise only ours."""
+    path = tmp_path_factory.mktemp("fuzz") / "store"
+    shutil.copytree(_APPENDED, path)
+    next_record = data.replace(b'"generation": 2', b'"generation": 3')
+    (path / "_commits" / "0000000003.json").write_bytes(next_record)
+    try:
+        store = predstore.open(path)
+        for key in store:
+            store.read(key)
+    except predstore.PredstoreError:
+        pass
+    verify(path)
+    with contextlib.suppress(predstore.PredstoreError):
+        predstore.finalize(path)
