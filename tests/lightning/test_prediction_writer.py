@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Subset
 
 import predstore
 from predict_support import Samples, StreamOfSamples, Teacher, close, expected_logits
+from predstore.read.verify import verify
 
 
 def trainer(**kwargs: Any) -> pl.Trainer:
@@ -401,3 +402,13 @@ def test_a_resume_with_another_schema_fails_at_its_first_batch(tmp_path: Path) -
     assert model.calls == 1  # nothing predicted past the first batch
     predstore.finalize(str(path))
     assert predstore.open(path).indices().tolist() == list(range(8))
+
+
+def test_a_first_batch_that_fails_leaves_nothing_to_block_the_fixed_rerun(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    with pytest.raises(predstore.PredstoreError):
+        predict(path, DataLoader(Samples(6), batch_size=4), name_key="no-such-key")
+    assert not list(path.glob("writes/*")), "a write without rows left files behind"
+    predict(path, DataLoader(Samples(6), batch_size=4), name_key="case")
+    assert len(predstore.open(path)) == 6
+    assert verify(path).ok
