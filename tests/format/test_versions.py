@@ -49,6 +49,8 @@ def test_upgrade_converts_a_0_1_store_in_one_commit(old_store: Path) -> None:
     record = json.loads((old_store / "_commits" / "0000000003.json").read_bytes())
     assert record["replaces"] and record["checkpoint"] and record["format_version"] == 2
     assert predstore.upgrade(old_store).generation == 3  # a second upgrade changes nothing
+    (old_store / "manifest.json").unlink()  # the record alone gives the same manifest
+    assert predstore.open(old_store).manifest == manifest
     test_a_store_written_by_0_1_opens_and_reads(old_store)
     with predstore.StoreWriter(old_store, mode="append") as writer:
         writer.write(

@@ -126,13 +126,7 @@ def apply(base: StoreManifest | None, record: CommitRecord | StoreManifest) -> S
         coverage=record.coverage,
         provenance=record.provenance,
         retired=[*kept, *record.retired],
-        replaced_generation=(
-            base.replaced_generation
-            if record.checkpoint and base is not None
-            else record.generation
-            if old is None
-            else old.replaced_generation
-        ),
+        replaced_generation=record.replaced_generation,
     )
 
 
@@ -163,6 +157,7 @@ def record_of(
         provenance=manifest.provenance,
         retired=[r for r in manifest.retired if r.write_id not in kept],
         forgotten=forgotten,
+        replaced_generation=manifest.replaced_generation,
     )
 
 

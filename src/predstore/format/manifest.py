@@ -198,6 +198,8 @@ class CommitRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     """Writes retired by this commit."""
     forgotten: list[str] = []
     """Retired writes whose files this commit's committer deletes (their retention ended)."""
+    replaced_generation: Count = 0
+    """As in the store manifest it gives."""
 
 
 class _Header(msgspec.Struct):
