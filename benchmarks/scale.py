@@ -166,13 +166,13 @@ def version() -> str:
     return f"format {FORMAT_VERSION}, commit {commit or 'unknown'}"
 
 
-def run(label: str, parts: list[int]) -> dict[str, Any]:
+def run(label: str, parts: list[int], appends: int = 300) -> dict[str, Any]:
     result: dict[str, Any] = {"label": label, "predstore": version(), "parts": []}
     for n in parts:
         figures = measure_parts(n)
         print(json.dumps(figures), flush=True)
         result["parts"].append(figures)
-    result["appends"] = measure_appends()
+    result["appends"] = measure_appends(appends)
     print(json.dumps(result["appends"]), flush=True)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"scale-{label}.json").write_text(json.dumps(result, indent=1) + "\n")
