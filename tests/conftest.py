@@ -9,17 +9,32 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
+import referencing
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
+
+
+def _resource(name: str) -> referencing.Resource[Any]:
+    return referencing.Resource.from_contents(json.loads((SCHEMAS / name).read_text()))
+
+
+# The commit record's schema refers to the store manifest's definitions by relative URI.
+_REGISTRY: referencing.Registry[Any] = referencing.Registry().with_resources(
+    (str(_resource(n).contents["$id"]), _resource(n))
+    for n in ("store-manifest.schema.json", "commit-record.schema.json")
+)
 
 
 def _validator(name: str) -> jsonschema.Draft202012Validator:
     schema = json.loads((SCHEMAS / name).read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
-    return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+    return jsonschema.Draft202012Validator(
+        schema, format_checker=jsonschema.FormatChecker(), registry=_REGISTRY
+    )
 
 
 STORE_MANIFEST = _validator("store-manifest.schema.json")
