@@ -28,6 +28,11 @@ COMMITS = "_commits"
 WRITES = "writes"
 
 _WRITE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+# Components that start with a letter, digit, '_', '%' or '-' and hold no '/', '\\' or NUL:
+# never '', '.' or '..', never absolute. Most paths match; the rest get the full check.
+_PLAIN_PATH = re.compile(
+    r"^[A-Za-z0-9_%-][A-Za-z0-9_.%+=-]*(?:/[A-Za-z0-9_%-][A-Za-z0-9_.%+=-]*)*\Z"
+)
 
 
 def commit_record(generation: int) -> str:
@@ -77,6 +82,8 @@ def check_relpath(path: str) -> str:
     paths, ``..`` components, backslashes and empty components are refused so
     that nothing outside the store is ever read, written or deleted.
     """
+    if isinstance(path, str) and _PLAIN_PATH.match(path):
+        return path
     if (
         not isinstance(path, str)
         or not path

@@ -259,9 +259,10 @@ def format_version_of(data: bytes) -> int:
 def _check_paths(manifest: StoreManifest | RankManifest | CommitRecord, source: str) -> None:
     try:
         check_write_id(manifest.write_id) if isinstance(manifest, RankManifest) else None
+        for write_id in {part.write_id for part in manifest.parts}:
+            check_write_id(write_id)
         for part in manifest.parts:
             check_relpath(part.path)
-            check_write_id(part.write_id)
         for write in getattr(manifest, "writes", []):
             check_write_id(write.write_id)
         for retired in getattr(manifest, "retired", []):
