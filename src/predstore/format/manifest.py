@@ -141,8 +141,8 @@ class Coverage(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     missing_sample: list[int] = []
 
 
-class StoreManifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """The commit point of a store: everything a reader needs, and nothing it must list."""
+class _Generation(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """What the store manifest and a commit record both start with: which store, which commit."""
 
     format: Literal["predstore"] = "predstore"
     format_version: int = FORMAT_VERSION
@@ -150,6 +150,11 @@ class StoreManifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     generation: Annotated[int, msgspec.Meta(ge=1)]
     created_at: str
     committed_at: str
+
+
+class StoreManifest(_Generation, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A store at one generation: everything a reader needs, and nothing it must list."""
+
     rows: Count
     schema: Schema
     writes: list[WriteEntry]
@@ -168,7 +173,7 @@ class StoreManifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
         return sum(c.duplicates for c in self.coverage.values())
 
 
-class CommitRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+class CommitRecord(_Generation, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """What one commit changed: ``_commits/<generation>.json``, created once (put-if-absent).
 
     Applied to the store manifest of ``generation - 1`` it gives the store
@@ -178,12 +183,6 @@ class CommitRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     Schema, rows, coverage and provenance are small and always whole.
     """
 
-    format: Literal["predstore"] = "predstore"
-    format_version: int = FORMAT_VERSION
-    store_id: str
-    generation: Annotated[int, msgspec.Meta(ge=1)]
-    created_at: str
-    committed_at: str
     replaces: bool
     checkpoint: bool = False
     """A whole copy of the previous generation (an upgrade, a start for a pruned history)."""
