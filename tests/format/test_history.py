@@ -103,13 +103,18 @@ def test_history_costs_what_each_commit_changed(tmp_path: Path) -> None:
     assert_rows(predstore.open(path), range(30))
 
 
-def test_opening_reads_two_files_and_lists_nothing(tmp_path: Path) -> None:
+def test_opening_makes_three_requests_and_lists_nothing(tmp_path: Path) -> None:
     path = tmp_path / "s"
     append_one_row_each(path, 20)
     fs = CountingFileSystem(path)
     store = predstore.open(path, filesystem=fs)
     assert len(store) == 20 and store.keys() == ["logits", "pred", "prob"]
-    assert fs.calls == [("read", "manifest.json"), ("read", layout.commit_record(21))]
+    # The checkpoint's size (refused if oversized) and content, and the next record, absent.
+    assert fs.calls == [
+        ("size", "manifest.json"),
+        ("read", "manifest.json"),
+        ("size", layout.commit_record(21)),
+    ]
 
 
 def test_a_small_read_touches_only_its_parts(tmp_path: Path) -> None:

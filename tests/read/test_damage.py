@@ -168,20 +168,22 @@ def test_a_damaged_zstd_ragged_shard_is_a_corrupt_store_error(store: Path) -> No
 
 @pytest.mark.parametrize("field", ["shards", "chunks"])
 def test_a_zero_chunk_length_in_the_manifest_is_refused(store: Path, field: str) -> None:
-    edit_json(store / "manifest.json", lambda d: d["arrays"][0].update({field: [0, 300]}))
+    for manifest in [store / "manifest.json", *(store / "_commits").glob("*.json")]:
+        edit_json(manifest, lambda d: d["arrays"][0].update({field: [0, 300]}))
     with pytest.raises(predstore.CorruptStoreError, match="manifest.json is damaged"):
         read_everything(store)
     assert not verify(store, deep=True).ok
 
 
 def test_a_deeply_nested_manifest_is_refused(store: Path) -> None:
-    text = (store / "manifest.json").read_text()
     nested = "[" * 100_000 + "]" * 100_000
-    (store / "manifest.json").write_text(
-        text.replace('"provenance": {', f'"x": {nested}, "provenance": {{', 1).replace(
-            '"provenance":{', f'"x":{nested},"provenance":{{', 1
+    for manifest in [store / "manifest.json", *(store / "_commits").glob("*.json")]:
+        text = manifest.read_text()
+        manifest.write_text(
+            text.replace('"provenance": {', f'"x": {nested}, "provenance": {{', 1).replace(
+                '"provenance":{', f'"x":{nested},"provenance":{{', 1
+            )
         )
-    )
     with pytest.raises(predstore.CorruptStoreError, match="manifest.json"):
         predstore.open(store)
     assert not verify(store).ok

@@ -56,7 +56,7 @@ _LIBRARIES = ("predstore", "torch", "lightning", "numpy", "pyarrow", "zarr", "nu
 def load_store_manifest(fs: FileSystem) -> StoreManifest | None:
     """The newest committed store manifest, or ``None`` when the store was never committed.
 
-    Reads ``manifest.json`` and looks for a newer commit record: two reads,
+    Reads ``manifest.json`` and looks for a newer commit record: three requests,
     whatever the length of the history. Readers use this; it writes nothing.
     """
     return history.load(fs, strict=False)[0]

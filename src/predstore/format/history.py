@@ -10,7 +10,8 @@ upgrade, a history checkpoint written by vacuum).
 ``manifest.json`` is a checkpoint: the whole store manifest of the newest
 record, replaced only by a newer generation (a conditional replace on the
 version read), so it never moves back. Opening a store reads it and then
-looks for the next record (normally absent: two reads, no listing); a reader
+looks for the next record (normally absent: three requests with the size
+check, no listing); a reader
 that finds newer records, left by a committer that has not published yet or
 died before it, applies them. A damaged checkpoint is rebuilt from the
 records (this lists ``_commits/``, which only recovery does).
@@ -214,7 +215,7 @@ def _generation_of(data: bytes) -> int:
     """The generation a checkpoint holds; 0 when it is damaged (so that it is replaced)."""
     try:
         return int(msgspec.json.decode(data, type=_Generation).generation)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return 0
 
 

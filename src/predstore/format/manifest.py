@@ -251,7 +251,7 @@ def format_version_of(data: bytes) -> int:
     """The format version a manifest declares (0 when it declares none)."""
     try:
         return msgspec.json.decode(data, type=_Header).format_version
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return 0
 
 
