@@ -433,12 +433,13 @@ def _noise(rng: np.random.Generator, rows: int) -> np.ndarray:
 
 
 def _data_files(root: Path) -> dict[str, int]:
-    """Every file of a store but its manifests (store, history and rank manifests)."""
+    """Every file of a store but its manifests (store, history and rank manifests) and the
+    empty file local committers lock while publishing."""
     return {
         str(p.relative_to(root)): p.stat().st_size
         for p in root.rglob("*")
         if p.is_file()
-        and p.name != "manifest.json"
+        and p.name not in ("manifest.json", ".manifest.json.lock")
         and p.parent.name != "_commits"
         and not p.name.startswith("rank-")
     }
