@@ -21,7 +21,7 @@ from predstore.format import dtypes
 from predstore.format.commit import load_store_manifest
 from predstore.format.fs import FileSystem, LocalFileSystem
 from predstore.format.manifest import Coverage, PartEntry, StoreManifest
-from predstore.format.parquet import check_size, read_footer, read_part
+from predstore.format.parquet import check_size, read_part
 from predstore.format.schema import (
     DATALOADER,
     INDEX,
@@ -157,7 +157,9 @@ class Store:
         refused here, with a predstore error, rather than by polars inside ``collect()``."""
         if not self._footers_checked:
             for part in self.manifest.parts:
-                read_footer(self.fs, part)
+                # The key columns with their page checksums: the row index may never have
+                # read them (a part's keys can be known from its manifest entry).
+                read_part(self.fs, part, [DATALOADER, INDEX])
             self._footers_checked = True
 
     def to_pandas(self, columns: Sequence[str] | None = None, *, sort: bool = True) -> pd.DataFrame:
