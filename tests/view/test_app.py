@@ -284,7 +284,9 @@ def test_a_damaged_store_is_a_message_and_the_rest_keeps_serving(
     shutil.copytree(data.a, broken)
     with TestClient(create_app([broken, data.b], token=TOKEN), base_url="http://127.0.0.1") as c:
         c.get("/", params={"token": TOKEN})
-        (broken / "manifest.json").write_text("{ not json")
+        # The checkpoint and the commit records it could be rebuilt from.
+        for manifest in [broken / "manifest.json", *(broken / "_commits").glob("*.json")]:
+            manifest.write_text("{ not json")
         time.sleep(1.1)  # the viewer checks a store's manifest at most once a second
         page = c.get("/store", params={"store": str(broken)})
         assert page.status_code == 503 and errors_in(page.text)
