@@ -125,7 +125,7 @@ def test_opening_and_reading_a_damaged_store(
     (path / "manifest.json").write_bytes(data if raw[:1] != b"\x00" else raw)
     try:
         store = predstore.open(path)
-        for key in store:
+        for key in store.schema.keys:
             store.read(key)
         store.scan().collect()
     except predstore.PredstoreError:

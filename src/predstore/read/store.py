@@ -14,6 +14,7 @@ import pyarrow as pa
 from predstore.errors import (
     CorruptStoreError,
     InvalidBatchError,
+    OutOfRangeError,
     StoreNotCommittedError,
     UnknownKeyError,
 )
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 
     from predstore.datasets.map_style import PredictionDataset
     from predstore.datasets.sequential import SequentialPredictionDataset
+    from predstore.read.files import ExportedFiles
 
 NDArray = np.ndarray[Any, Any]
 
@@ -116,13 +118,115 @@ class Store:
     def __contains__(self, key: object) -> bool:
         return key in self.schema.keys
 
-    def __iter__(self) -> Iterator[str]:
-        """The keys, as ``keys()`` lists them."""
-        return iter(self.schema.keys)
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        """Every row, as :meth:`row` returns it, in the store's order (``store[0]``, ``store[1]``, ...)."""
+        block = 1024
+        for start in range(0, len(self), block):
+            yield from self._rows(np.arange(start, min(start + block, len(self))))
+
+    def __getitem__(self, i: int | slice) -> Any:
+        """Row ``i`` in the store's order (by dataloader, then index), every key; a list of rows for a slice."""
+        if isinstance(i, slice):
+            return self._rows(np.arange(len(self))[i])
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+            raise TypeError(
+                f"a store is indexed by row position (an int or a slice), not {type(i).__name__}; "
+                "read a key's values with store.read(key)"
+            )
+        position = int(i) + len(self) if i < 0 else int(i)
+        if not 0 <= position < len(self):
+            raise OutOfRangeError(f"row {i} is out of range for a store of {len(self)} rows")
+        return self._rows(np.array([position]))[0]
+
+    def row(
+        self, index: int | None = None, *, name: str | None = None, dataloader_idx: int = 0
+    ) -> dict[str, Any]:
+        """The row of ``index`` (or the row called ``name``) in ``dataloader_idx``, with every key."""
+        if (index is None) == (name is None):
+            raise InvalidBatchError("pass the row's index or its name (one of them)")
+        if name is not None:
+            positions = self.rows.locate_names([name], dataloader_idx)
+        else:
+            positions = self.rows.locate([index], dataloader_idx)  # type: ignore[list-item]
+        return self._rows(positions)[0]
+
+    def head(self, n: int = 5) -> pl.DataFrame:
+        """The first ``n`` rows in the store's order as a polars DataFrame, every key included."""
+        return self._frame(np.arange(min(max(n, 0), len(self))))
+
+    @property
+    def columns(self) -> list[str]:
+        """The columns of :meth:`to_arrow` and :meth:`to_polars`: row keys, then every key."""
+        return self.head(0).columns
+
+    def to_arrow(self) -> pa.Table:
+        """Every row and every key as one Arrow table, in the store's order.
+
+        Zarr keys become (nested) fixed-size list columns; a ragged key becomes
+        the flat list of its values plus a ``<key>.shape`` column, as
+        ``predstore export`` writes them.
+        """
+        from predstore.read.export import table
+
+        return table(self, np.arange(len(self)))
+
+    def to_polars(self) -> pl.DataFrame:
+        """Every row and every key as a polars DataFrame (Zarr keys as Array or List columns)."""
+        return pl.from_arrow(self.to_arrow())  # type: ignore[return-value]
+
+    def to_hf(self) -> Any:
+        """Every row and every key as a Hugging Face ``datasets.Dataset`` (needs ``datasets``)."""
+        try:
+            import datasets
+        except ImportError:
+            raise ImportError(
+                "store.to_hf() needs the datasets package: pip install datasets"
+            ) from None
+        return datasets.Dataset(self.to_arrow())
+
+    def export_files(
+        self, key: str, out_dir: str | os.PathLike[str], *, writer: Any = "npy", **options: Any
+    ) -> ExportedFiles:
+        """One file per row of ``key`` in ``out_dir``: see :func:`predstore.read.files.export_files`.
+
+        Example::
+
+            store.export_files("mask", "masks/", writer="png", where="prob > 0.5")
+        """
+        from predstore.read.files import export_files
+
+        return export_files(self, key, out_dir, writer=writer, **options)
 
     def __repr__(self) -> str:
+        from predstore.read.inspect import disk_bytes
+
         keys = ", ".join(f"{k}: {s.describe()} ({s.storage})" for k, s in self.schema.keys.items())
-        return f"<predstore.Store {self.path!r}: {len(self)} rows, generation {self.manifest.generation}; {keys}>"
+        return (
+            f"<predstore.Store {self.path!r}: {len(self):,} rows, {len(self.schema.keys)} keys "
+            f"({keys}), {_size(disk_bytes(self))} on disk, generation {self.manifest.generation}>"
+        )
+
+    def _rows(self, positions: NDArray) -> list[dict[str, Any]]:
+        """Rows at ``positions`` of the row index, every key, values as :meth:`read` gives them."""
+        columns: dict[str, Any] = {
+            INDEX: self.rows.index[positions].tolist(),
+            DATALOADER: self.rows.dataloader_idx[positions].tolist(),
+        }
+        if self.schema.names:
+            columns[NAME] = self.rows.names(positions)
+        for key, spec in self.schema.keys.items():
+            values = self._gather(key, spec, positions)
+            if isinstance(values, np.ma.MaskedArray):
+                flat = np.ma.getmaskarray(values).reshape(len(positions), -1)
+                mask = np.asarray(flat.any(axis=1)).tolist()
+                values = [None if m else v for v, m in zip(values.data, mask, strict=True)]
+            columns[key] = [_plain(v) for v in values]
+        return [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+
+    def _frame(self, positions: NDArray) -> pl.DataFrame:
+        from predstore.read.export import table
+
+        return pl.from_arrow(table(self, positions))  # type: ignore[return-value]
 
     @property
     def part_paths(self) -> list[str]:
@@ -157,8 +261,17 @@ class Store:
                 read_footer(self.fs, part)
             self._footers_checked = True
 
-    def to_pandas(self, columns: Sequence[str] | None = None, *, sort: bool = True) -> pd.DataFrame:
-        """The rows as a pandas DataFrame (sorted by dataloader and index unless ``sort=False``)."""
+    def to_pandas(
+        self, columns: Sequence[str] | None = None, *, sort: bool = True, arrays: bool = False
+    ) -> pd.DataFrame:
+        """The rows as a pandas DataFrame (sorted by dataloader and index unless ``sort=False``).
+
+        With ``arrays=True``, every key (Zarr keys as a numpy array per cell, as
+        :meth:`to_arrow` lays them out), always in the store's order.
+        """
+        if arrays:
+            frame = self.to_arrow().to_pandas()
+            return frame if columns is None else frame[list(columns)]
         return self.scan(columns, sort=sort).collect().to_pandas()
 
     def _columns(self, columns: Sequence[str] | None) -> list[str]:
@@ -321,6 +434,22 @@ class Store:
         from predstore.datasets.sequential import SequentialPredictionDataset
 
         return SequentialPredictionDataset(self, keys, **options)
+
+
+def _plain(value: Any) -> Any:
+    """A 0-d value as a Python scalar, as polars and HF datasets give a row; arrays stay arrays."""
+    if isinstance(value, np.generic) and value.dtype.kind in "biufUO":
+        return value.item()
+    return value
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} TB"
 
 
 def _empty(spec: KeySchema) -> NDArray:
