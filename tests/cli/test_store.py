@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import shutil
 import subprocess
 import sys
@@ -223,15 +224,28 @@ def test_progress_shows_on_a_terminal_only(store: Path, tmp_path: Path) -> None:
     assert "exporting" not in piped.stdout and piped.stdout.startswith("wrote 40 rows")
 
 
-def _on_a_terminal(*args: str) -> str:
-    """What the command writes to stderr when stderr is a terminal (stdout piped)."""
+def test_a_narrow_terminal_shrinks_columns_not_key_names(store: Path) -> None:
+    shown = _on_a_terminal("info", str(store), columns=60, stdout=True)
+    lines = [line for line in _without_styles(shown).splitlines() if line.strip()]
+    assert all(len(line) <= 60 for line in lines)
+    keys = [line.split()[0] for line in lines if line.startswith(("logits ", "pred ", "prob "))]
+    assert keys == ["logits", "pred", "prob"]
+    assert "dataloader: 0" in shown  # the coverage table does not fit: one line per field
+
+
+def _without_styles(text: str) -> str:
+    return re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", text).replace("\r", "")
+
+
+def _on_a_terminal(*args: str, columns: int = 100, stdout: bool = False) -> str:
+    """What the command writes to a terminal: its stderr (stdout piped), or both."""
     primary, secondary = pty.openpty()
     command = [EXE, *args] if EXE else [sys.executable, "-m", "predstore", *args]
     process = subprocess.Popen(
         command,
-        stdout=subprocess.PIPE,
+        stdout=secondary if stdout else subprocess.PIPE,
         stderr=secondary,
-        env=environment(COLUMNS="100", TERM="xterm-256color"),
+        env=environment(COLUMNS=str(columns), TERM="xterm-256color"),
     )
     os.close(secondary)
     chunks = []

@@ -51,7 +51,7 @@ def info(
 ) -> None:
     """Rows, keys (storage, dtype, shape, bytes, compression), coverage, writes and provenance."""
     import predstore
-    from predstore.read.inspect import disk_bytes, file_count, key_usage
+    from predstore.read.inspect import disk_bytes, file_count, human_bytes, key_usage
 
     with _friendly_errors():
         store = predstore.open(path)
@@ -63,7 +63,7 @@ def info(
     print_line(f"{store.path}  generation {m.generation}, committed {m.committed_at}")
     print_line(
         f"{m.rows:,} rows, {len(m.schema.keys)} keys, {file_count(store)} data files, "
-        f"{_bytes(disk_bytes(store))} on disk"
+        f"{human_bytes(disk_bytes(store))} on disk"
     )
     print_table(
         "Keys",
@@ -74,8 +74,8 @@ def info(
                 u.storage,
                 u.dtype,
                 u.shape,
-                _bytes(u.disk_bytes),
-                _bytes(u.raw_bytes),
+                human_bytes(u.disk_bytes),
+                human_bytes(u.raw_bytes),
                 "" if math.isnan(u.ratio) else f"{u.ratio:.2f}x",
             )
             for u in usage

@@ -198,12 +198,12 @@ class Store:
         return export_files(self, key, out_dir, writer=writer, **options)
 
     def __repr__(self) -> str:
-        from predstore.read.inspect import disk_bytes
+        from predstore.read.inspect import disk_bytes, human_bytes
 
         keys = ", ".join(f"{k}: {s.describe()} ({s.storage})" for k, s in self.schema.keys.items())
         return (
             f"<predstore.Store {self.path!r}: {len(self):,} rows, {len(self.schema.keys)} keys "
-            f"({keys}), {_size(disk_bytes(self))} on disk, generation {self.manifest.generation}>"
+            f"({keys}), {human_bytes(disk_bytes(self))} on disk, generation {self.manifest.generation}>"
         )
 
     def _rows(self, positions: NDArray) -> list[dict[str, Any]]:
@@ -441,15 +441,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, np.generic) and value.dtype.kind in "biufUO":
         return value.item()
     return value
-
-
-def _size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1000:
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{size:.1f} TB"
 
 
 def _empty(spec: KeySchema) -> NDArray:
