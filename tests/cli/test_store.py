@@ -103,7 +103,7 @@ def test_export_parquet_and_csv(store: Path, tmp_path: Path) -> None:
         run("export", str(store), str(csv), "--format", "csv", "--arrays", "skip").returncode == 0
     )
     assert "logits" not in pl.read_csv(csv).columns
-    assert run("export", str(store), str(csv), "--format", "xml").returncode == 1
+    assert run("export", str(store), str(csv), "--format", "xml").returncode == 2
 
 
 @pytest.mark.parametrize(
@@ -132,7 +132,7 @@ def test_export_format_overrides_the_extension(store: Path, tmp_path: Path) -> N
     first = json.loads(out.read_text().splitlines()[0])
     assert first["index"] == 0 and len(first["logits"]) == 300
     unknown = run("export", str(store), str(tmp_path / "rows.xlsx"))
-    assert unknown.returncode == 1
+    assert unknown.returncode == 2
     assert unknown.stderr.startswith("error: cannot tell the format of")
     assert ".feather" in unknown.stderr and not (tmp_path / "rows.xlsx").exists()
 
@@ -173,6 +173,12 @@ def test_export_files_writes_one_file_per_row(store: Path, tmp_path: Path) -> No
     assert bad.returncode == 1 and "is not an image" in bad.stderr
     assert not (tmp_path / "png").exists()
     assert run("export", str(store), str(out), "--files", "npy").returncode == 2
+    assert (
+        run(
+            "export", str(store), str(tmp_path / "j"), "--key", "logits", "--files", "jpg"
+        ).returncode
+        == 2
+    )
     where_without_files = run("export", str(store), str(tmp_path / "x.csv"), "--where", "index = 1")
     assert where_without_files.returncode == 2
 

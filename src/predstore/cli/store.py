@@ -13,8 +13,7 @@ import typer
 from rich.console import Console
 
 from predstore.cli.output import print_line, print_table, progress
-from predstore.errors import PredstoreError
-from predstore.read.inspect import human_bytes as _bytes
+from predstore.errors import ConfigError, PredstoreError
 
 errors = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -259,21 +258,27 @@ def export(
     import predstore
     from predstore.read.export import export as run
     from predstore.read.export import format_of
+    from predstore.read.files import FORMATS as FILE_FORMATS
 
     if files is None:
         if key is not None or where is not None:
             _usage("--key and --where go with --files (one file per row)")
-        with _friendly_errors():
+        if arrays not in ("list", "skip"):
+            _usage(f"--arrays is list or skip, not {arrays!r}")
+        try:
             chosen = format_of(out, format)
+        except ConfigError as e:
+            _usage(str(e))
+        with _friendly_errors():
             store = predstore.open(path)
-            if arrays not in ("list", "skip"):
-                _usage(f"--arrays is list or skip, not {arrays!r}")
             with progress(f"exporting {chosen}", len(store)) as advance:
                 rows = run(store, out, format=chosen, arrays=arrays, progress=advance)  # type: ignore[arg-type]
         print_line(f"wrote {rows:,} rows to {out} ({chosen})")
         return
     if key is None:
         _usage("--files needs --key KEY: the key to write, one file per row")
+    if files not in FILE_FORMATS or file_names not in ("name", "index"):
+        _usage(f"--files is one of {', '.join(FILE_FORMATS)}; --file-names is name or index")
     if overwrite and skip_existing:
         _usage("pass --overwrite or --skip-existing, not both")
     existing = "overwrite" if overwrite else "skip" if skip_existing else "error"
