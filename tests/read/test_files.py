@@ -69,6 +69,16 @@ def test_pt_files_load_to_the_exact_tensor(store: predstore.Store, tmp_path: Pat
         assert loaded.untyped_storage().nbytes() == loaded.nbytes  # one row, not its whole block
 
 
+def test_progress_reports_files_written_of_files_to_write(
+    store: predstore.Store, tmp_path: Path
+) -> None:
+    seen: list[tuple[int, int]] = []
+    store.export_files(
+        "mask", tmp_path / "o", where="index >= 3", progress=lambda *a: seen.append(a)
+    )
+    assert seen[0] == (0, 5) and seen[-1] == (5, 5)
+
+
 def test_npy_and_txt(store: predstore.Store, tmp_path: Path) -> None:
     store.export_files("mask", tmp_path / "npy", writer="npy", indices=[2, 5], file_names="index")
     assert files_in(tmp_path / "npy") == ["2.npy", "5.npy"]

@@ -101,25 +101,23 @@ def _plain(value: str) -> str:
 
 
 @contextmanager
-def progress(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
-    """A progress bar on stderr while the block runs, when stderr is a terminal; yields ``advance(n)``.
+def progress(description: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress indicator on stderr while the block runs, when stderr is a terminal.
 
-    ``total=None`` shows a spinner with the elapsed time (for work of unknown size).
+    Yields ``update(done, total)``: a bar once the work reports its size, a
+    spinner with the elapsed time until then (and for work that never does).
     """
     if not sys.stderr.isatty():
-        yield lambda n: None
+        yield lambda done, total: None
         return
     columns = (
-        [SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn()]
-        if total is None
-        else [
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-        ]
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
     )
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda n: bar.advance(task, n)
+        task = bar.add_task(description, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)

@@ -115,7 +115,7 @@ def scan_command(
     cache: CacheOption = None,
 ) -> None:
     """Index the run directories under ROOT (incrementally, by modification time)."""
-    with _errors(), progress(f"scanning {root}", None):
+    with _errors(), progress(f"scanning {root}"):
         report = scan(root, cache=cache, full=full)
     print_line(
         f"Scanned {report.root}: {report.runs} runs indexed ({report.read} read, "

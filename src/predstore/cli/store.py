@@ -126,7 +126,7 @@ def verify(
     """Check every file of the manifest, the parts, the arrays' extents and the coverage figures."""
     from predstore.read.verify import verify as run
 
-    with _friendly_errors(), progress(f"verifying {path}", None):
+    with _friendly_errors(), progress(f"verifying {path}"):
         report = run(path, deep=deep)
     for problem in report.problems:
         errors.print(f"[red]problem:[/] {problem}")
@@ -154,7 +154,7 @@ def finalize(path: StorePath) -> None:
     """Commit what the ranks of unfinished writes committed (after all writers stopped)."""
     import predstore
 
-    with _friendly_errors(), progress(f"finalizing {path}", None):
+    with _friendly_errors(), progress(f"finalizing {path}"):
         manifest = predstore.finalize(path)
     print_line(f"committed generation {manifest.generation}: {manifest.rows:,} rows")
     for dl, c in sorted(manifest.coverage.items()):
@@ -177,7 +177,7 @@ def vacuum(
     """Delete writes that an overwrite replaced, and superseded unfinished writes, once no reader needs them."""
     import predstore
 
-    with _friendly_errors(), progress(f"vacuuming {path}", None):
+    with _friendly_errors(), progress(f"vacuuming {path}"):
         deleted = predstore.vacuum(path, retention=retention)
     print_line(f"deleted {len(deleted)} write(s)" + (f": {', '.join(deleted)}" if deleted else ""))
 
@@ -271,7 +271,7 @@ def export(
             _usage(str(e))
         with _friendly_errors():
             store = predstore.open(path)
-            with progress(f"exporting {chosen}", len(store)) as advance:
+            with progress(f"exporting {chosen}") as advance:
                 rows = run(store, out, format=chosen, arrays=arrays, progress=advance)  # type: ignore[arg-type]
         print_line(f"wrote {rows:,} rows to {out} ({chosen})")
         return
@@ -284,10 +284,7 @@ def export(
     existing = "overwrite" if overwrite else "skip" if skip_existing else "error"
     with _friendly_errors():
         store = predstore.open(path)
-        total = int(
-            store.rows.dataloader(dataloader).stop - store.rows.dataloader(dataloader).start
-        )
-        with progress(f"writing {files} files", total) as advance:
+        with progress(f"writing {files} files") as advance:
             done = store.export_files(
                 key,
                 out,

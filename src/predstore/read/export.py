@@ -67,11 +67,11 @@ def export(
     format: ExportFormat | None = None,
     arrays: ArrayMode = "list",
     batch_rows: int = 16384,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> int:
     """Write every visible row of ``store`` to ``out``; return the number of rows written.
 
-    ``progress``, when given, is called with the number of rows of each batch written.
+    ``progress``, when given, is called after each batch with (rows written, rows to write).
     """
     chosen = format_of(out, format)
     if arrays not in ("list", "skip"):
@@ -84,13 +84,17 @@ def export(
         )
     temp = f"{target}.tmp-{os.getpid()}"
     sink: _Sink | None = None
+    done = 0
+    if progress is not None:
+        progress(0, len(store))
     try:
         for batch in _batches(store, arrays, batch_rows):
             if sink is None:
                 sink = _Sink(chosen, temp, batch.schema)
             sink.write(batch)
+            done += batch.num_rows
             if progress is not None:
-                progress(batch.num_rows)
+                progress(done, len(store))
         if sink is None:  # an empty store still exports its header
             sink = _Sink(chosen, temp, table(store, np.arange(0), arrays=arrays).schema)
         sink.close()

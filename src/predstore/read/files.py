@@ -83,7 +83,7 @@ def export_files(
     file_names: FileNames = "name",
     existing: Existing = "error",
     workers: int | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ExportedFiles:
     """Write one file per selected row of ``key`` into ``out_dir``: see :meth:`Store.export_files`."""
     spec = store._spec(key)
@@ -277,10 +277,12 @@ def _write_all(
     write: FileWriter,
     suffix: str,
     workers: int | None,
-    progress: Callable[[int], None] | None,
+    progress: Callable[[int, int], None] | None,
 ) -> int:
     """Write every file, values read a block of rows at a time; return the number of null rows."""
-    null = 0
+    null, done = 0, 0
+    if progress is not None:
+        progress(0, len(positions))
     threads = workers or min(8, (os.cpu_count() or 1) + 2)
     with ThreadPoolExecutor(threads, thread_name_prefix="predstore-files") as pool:
         for start, values in _blocks(store, key, spec, positions):
@@ -294,8 +296,9 @@ def _write_all(
                 jobs.append(pool.submit(_write_one, write, target, suffix, values[offset]))
             for job in jobs:
                 job.result()
+            done += len(values)
             if progress is not None:
-                progress(len(values))
+                progress(done, len(positions))
     return null
 
 
