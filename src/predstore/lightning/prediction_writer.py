@@ -13,13 +13,11 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from predstore.errors import ConfigError, CoverageError, PredstoreError, StoreNotCommittedError
-from predstore.format import layout
-from predstore.format.commit import finalize
-from predstore.format.fs import LocalFileSystem
 from predstore.format.manifest import StoreManifest
 from predstore.lightning.indices import IndexSource, batch_rows
 from predstore.write.background import BackgroundWriter
 from predstore.write.options import MiB, WriteOptions, check_names, check_options
+from predstore.write.ranks import abandon_write, new_write_id, write_is_visible
 from predstore.write.store_writer import StoreWriter
 
 LARGE_RUN = 10_000
@@ -120,7 +118,7 @@ class PredictionWriter(BasePredictionWriter):
         writer, failure = None, None
         if rank == 0:
             try:
-                writer = self._store_writer(trainer, pl_module, layout.new_write_id())
+                writer = self._store_writer(trainer, pl_module, new_write_id())
             except (PredstoreError, ValueError, OSError) as e:
                 failure = e
         write_id, message = trainer.strategy.broadcast(
@@ -135,7 +133,7 @@ class PredictionWriter(BasePredictionWriter):
         if message is not None:
             raise PredstoreError(f"rank 0 could not start the write to {self.path}: {message}")
         assert write_id is not None
-        visible = rank == 0 or LocalFileSystem(self.path).exists(layout.rank_manifest(write_id, 0))
+        visible = rank == 0 or write_is_visible(self.path, write_id)
         if not trainer.strategy.reduce_boolean_decision(visible, all=True):
             self._abandon(writer, write_id, rank)
             raise PredstoreError(
@@ -167,7 +165,7 @@ class PredictionWriter(BasePredictionWriter):
         if writer is not None:
             writer.fail()
         if rank == 0:
-            LocalFileSystem(self.path).delete_tree(layout.write_dir(write_id))
+            abandon_write(self.path, write_id)
 
     def _expect(self, trainer: pl.Trainer, writer: StoreWriter) -> None:
         for dl, loader in enumerate(_predict_loaders(trainer)):
@@ -234,13 +232,13 @@ class PredictionWriter(BasePredictionWriter):
         self._warn_once_positional(source, dataloader_idx)
         names = _names(outputs.pop(self.name_key, None), self.name_key) if self.name_key else None
         if self._first_batch:
-            writer.writer.check_rules(outputs)  # here, on the predict loop's thread
-        if self._first_batch and writer.writer.plan.schema is not None:
+            writer.check_rules(outputs)  # here, on the predict loop's thread
+        if self._first_batch and writer.knows_schema:
             # An append or a resume knows its schema: a batch that does not fit fails now.
-            writer.writer.validate(outputs, indices, names=names, dataloader_idx=dataloader_idx)
+            writer.validate(outputs, indices, names=names, dataloader_idx=dataloader_idx)
         self._first_batch = False
         outputs, nbytes, ready = _to_host(outputs)
-        writer.writer.set_index_source(_source_summary(self._sources))
+        writer.set_index_source(_source_summary(self._sources))
         writer.submit(
             outputs,
             indices,
@@ -273,12 +271,7 @@ class PredictionWriter(BasePredictionWriter):
         error = None
         if trainer.global_rank == 0 and manifest is None:
             try:
-                store = writer.writer
-                manifest = finalize(
-                    store.fs,
-                    write_ids=[*store.plan.resumes, store.write_id],
-                    retention=self.options.retention,
-                )
+                manifest = writer.commit_store()
             except PredstoreError as e:
                 error = e
         manifest, message = trainer.strategy.broadcast(

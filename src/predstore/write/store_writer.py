@@ -264,13 +264,16 @@ class StoreWriter:
             raise
         self._stop()
         self._save("closed")
-        if self.world_size == 1:
-            return finalize(
-                self.fs,
-                write_ids=[*self.plan.resumes, self.write_id],
-                retention=self.options.retention,
-            )
-        return None
+        return self.commit_store() if self.world_size == 1 else None
+
+    def commit_store(self) -> StoreManifest:
+        """Commit the store manifest from the rank manifests of this write and those it resumes.
+
+        With several ranks, one process calls it once every rank has closed.
+        """
+        return finalize(
+            self.fs, write_ids=[*self.plan.resumes, self.write_id], retention=self.options.retention
+        )
 
     def fail(self) -> None:
         """Commit the rows buffered so far and mark this rank failed; the store manifest is untouched.
