@@ -16,17 +16,18 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
 import numpy as np
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
 from predstore.datasets.batching import Items, collate, items_of, read_rows
 from predstore.datasets.rowreader import RowReader
 from predstore.errors import ConfigError, MissingRowsError, OutOfRangeError, UnknownKeyError
+from predstore.format.dtypes import NDArray
 from predstore.format.fs import FileSystem
 from predstore.format.manifest import StoreManifest
+from predstore.format.subsets import root_indices
 from predstore.read.store import Store
 from predstore.read.store import open as open_store
 
-NDArray = np.ndarray[Any, Any]
 StoreLike = str | os.PathLike[str] | Store
 Order = Literal["index", "storage"]
 Missing = Literal["error", "skip"]
@@ -291,15 +292,6 @@ def source_items(source: Any, positions: list[int]) -> list[Any]:
     if many is not None:
         return list(many(positions))
     return [source[i] for i in positions]
-
-
-def root_indices(source: Any) -> NDArray:
-    """For each position of ``source``, its index in the root dataset (through nested Subsets)."""
-    positions = np.arange(len(source), dtype=np.int64)
-    while isinstance(source, Subset):
-        positions = np.asarray(source.indices, dtype=np.int64)[positions]
-        source = source.dataset
-    return positions
 
 
 def check_choice(name: str, value: Any, allowed: Iterable[str]) -> None:

@@ -9,9 +9,8 @@ import numpy as np
 
 from predstore.format.commit import load_store_manifest
 from predstore.format.fs import LocalFileSystem
+from predstore.format.subsets import root_indices
 from predstore.write.plan import CommittedKeys, committed_parts, unfinished_writes
-
-NDArray = np.ndarray[Any, Any]
 
 
 def pending(path: str | os.PathLike[str], dataset: Any, dataloader_idx: int = 0) -> Any:
@@ -47,23 +46,3 @@ def pending(path: str | os.PathLike[str], dataset: Any, dataloader_idx: int = 0)
     keys = CommittedKeys.of(fs, parts)
     done = keys.contains(int(dataloader_idx), root_indices(dataset))
     return Subset(dataset, np.flatnonzero(~done).tolist())
-
-
-def subset_chain(dataset: Any) -> tuple[list[NDArray], Any]:
-    """The index maps of the ``Subset`` wrappers around ``dataset``, outermost first, and the root."""
-    from torch.utils.data import Subset
-
-    maps = []
-    while isinstance(dataset, Subset):
-        maps.append(np.asarray(dataset.indices, dtype=np.int64))
-        dataset = dataset.dataset
-    return maps, dataset
-
-
-def root_indices(dataset: Any) -> NDArray:
-    """The root-dataset index of each sample of ``dataset``."""
-    maps, _ = subset_chain(dataset)
-    indices = np.arange(len(dataset), dtype=np.int64)
-    for index_map in maps:
-        indices = index_map[indices]
-    return indices
