@@ -161,13 +161,7 @@ class LocalFileSystem(FileSystem):
 
     def replace(self, path: str, data: bytes) -> None:
         full = self.resolve(path)
-        tmp = _durable_temp(full, data)
-        try:
-            os.replace(tmp, full)
-        except BaseException:
-            _remove_quietly(tmp)
-            raise
-        _fsync_dir(os.path.dirname(full))
+        rename_into_place(_durable_temp(full, data), full)
 
     def put_if_absent(self, path: str, data: bytes) -> bool:
         full = self.resolve(path)
@@ -296,18 +290,43 @@ def _pread_all(fd: int, length: int, start: int) -> bytes:
     return b"".join(pieces)
 
 
+def write_new_file(path: str | os.PathLike[str], data: bytes, *, fsync: bool = True) -> None:
+    """Write ``data`` to ``path`` (a temporary file) and flush it to disk unless ``fsync=False``.
+
+    On any failure the file is removed again. With :func:`rename_into_place`
+    this is the one atomic replacement of a local file, for the store's
+    files here and for the run registry's (which names its temporary files
+    its own way).
+    """
+    try:
+        with open(path, "wb") as f:
+            f.write(data)
+            f.flush()
+            if fsync:
+                os.fsync(f.fileno())
+    except BaseException:
+        _discard(path)
+        raise
+
+
+def rename_into_place(
+    tmp: str | os.PathLike[str], path: str | os.PathLike[str], *, fsync: bool = True
+) -> None:
+    """Rename ``tmp`` onto ``path`` and make the rename durable; on failure remove ``tmp``."""
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        _discard(tmp)
+        raise
+    if fsync:
+        _fsync_dir(os.path.dirname(os.fspath(path)))
+
+
 def _durable_temp(full: str, data: bytes) -> str:
     """A fsynced temporary file beside ``full`` holding ``data``; its name."""
     tmp = _temp_name(full)
     os.makedirs(os.path.dirname(full), exist_ok=True)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        _remove_quietly(tmp)
-        raise
+    write_new_file(tmp, data)
     return tmp
 
 
@@ -318,6 +337,12 @@ def _temp_name(full: str) -> str:
 
 def _remove_quietly(path: str) -> None:
     with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _discard(path: str | os.PathLike[str]) -> None:
+    # Cleanup after a failure: an error here must not hide the original one.
+    with contextlib.suppress(OSError):
         os.unlink(path)
 
 
