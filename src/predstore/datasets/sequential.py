@@ -20,16 +20,17 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from predstore.datasets.batching import INDEX, NAME, items_of, whole_batch
+from predstore.datasets.batching import items_of, whole_batch
 from predstore.datasets.map_style import StoreLike, as_store, check_choice, chosen_keys
 from predstore.datasets.rowreader import RowReader
 from predstore.errors import ConfigError
+from predstore.format.dtypes import NDArray
 from predstore.format.fs import FileSystem
 from predstore.format.manifest import StoreManifest
+from predstore.format.schema import INDEX, NAME
 from predstore.read.arrays import Job, run_jobs
 from predstore.read.store import Store
 
-NDArray = np.ndarray[Any, Any]
 Balance = Literal["pad", "drop", "none"]
 
 MiB = 1 << 20

@@ -23,11 +23,10 @@ import numpy as np
 
 from predstore.errors import CorruptStoreError
 from predstore.format import dtypes
+from predstore.format.dtypes import NDArray
 from predstore.format.fs import FileSystem
 from predstore.format.manifest import ArrayEntry
 from predstore.format.shards import ABSENT, ShardLayout, read_layout, shard_key
-
-NDArray = np.ndarray[Any, Any]
 
 _pool: tuple[int, ThreadPoolExecutor] | None = None
 _pool_lock = threading.Lock()

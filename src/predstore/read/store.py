@@ -20,6 +20,7 @@ from predstore.errors import (
 )
 from predstore.format import dtypes
 from predstore.format.commit import load_store_manifest
+from predstore.format.dtypes import NDArray
 from predstore.format.fs import FileSystem, LocalFileSystem
 from predstore.format.manifest import Coverage, PartEntry, StoreManifest
 from predstore.format.parquet import read_footer, read_part
@@ -46,8 +47,6 @@ if TYPE_CHECKING:
     from predstore.datasets.map_style import PredictionDataset
     from predstore.datasets.sequential import SequentialPredictionDataset
     from predstore.read.files import ExportedFiles
-
-NDArray = np.ndarray[Any, Any]
 
 
 def open(path: str | os.PathLike[str], *, filesystem: FileSystem | None = None) -> Store:

@@ -29,10 +29,10 @@ import numpy as np
 
 from predstore.errors import InvalidBatchError, SchemaError
 from predstore.format import dtypes
+from predstore.format.dtypes import NDArray
 from predstore.format.schema import HIDDEN_PREFIX, RESERVED
 
 Kind = Literal["fixed", "ragged", "string", "null"]
-NDArray = np.ndarray[Any, Any]
 
 
 @dataclass

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -29,13 +28,13 @@ from predstore.errors import ConfigError, StoreExistsError
 from predstore.format import layout
 from predstore.format.commit import committed, load_store_manifest, pending_writes
 from predstore.format.coverage import row_keys
+from predstore.format.dtypes import NDArray
 from predstore.format.fs import FileSystem
 from predstore.format.manifest import Mode, PartEntry, RankManifest, StoreManifest
 from predstore.format.schema import Schema
 
 MODES = ("error", "overwrite", "append", "resume")
 _OURS = {layout.MANIFEST, layout.COMMITS, layout.WRITES}
-NDArray = np.ndarray[Any, Any]
 
 
 @dataclass
