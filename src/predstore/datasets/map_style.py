@@ -42,14 +42,20 @@ class PredictionDataset(Dataset[Any]):
 
     Example::
 
+        import torch
+        from torch.nn import functional as F
+        from torch.utils.data import DataLoader, TensorDataset
+
         import predstore
-        from torch.utils.data import DataLoader
 
         teacher = predstore.PredictionDataset("preds.pstore", ["logits"])
         teacher[0]  # {"logits": tensor([...]), "index": 0, "name": "case-0"}
+        train_set = TensorDataset(torch.randn(8, 4), torch.arange(8) % 10)
+        student = torch.nn.Linear(4, 10)
         pairs = predstore.PredictionDataset("preds.pstore", ["logits"], source=train_set)
-        for (x, y), preds in DataLoader(pairs, batch_size=256, shuffle=True, num_workers=2):
-            loss = distill(student(x), preds["logits"], y)
+        for (x, y), preds in DataLoader(pairs, batch_size=4, shuffle=True):
+            soft = F.softmax(preds["logits"], dim=1)
+            loss = F.cross_entropy(student(x), soft) + F.cross_entropy(student(x), y)
 
     Item ``i`` is a dict of the chosen ``keys`` (all by default) for the
     ``i``-th row of ``dataloader_idx`` in index order (``order="storage"``:

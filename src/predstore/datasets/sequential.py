@@ -49,14 +49,15 @@ class SequentialPredictionDataset(IterableDataset[Any]):
 
     Example::
 
-        import predstore
         from torch.utils.data import DataLoader
 
+        import predstore
+
         passes = predstore.SequentialPredictionDataset(
-            "preds.pstore", ["embedding"], batch_size=1024, shuffle=True
+            "preds.pstore", ["logits"], batch_size=4, shuffle=True
         )
-        for batch in DataLoader(passes, batch_size=None, num_workers=2):
-            batch["embedding"]  # a (1024, 384) tensor; batch["index"], batch["name"]
+        for batch in DataLoader(passes, batch_size=None):
+            batch["logits"]  # a (4, 10) tensor; batch["index"], batch["name"]
 
     With ``batch_size``, each element is a whole batch (a dict of stacked
     tensors, ``index`` a tensor and ``name`` a list; ragged keys and nulls

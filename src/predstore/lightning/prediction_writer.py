@@ -30,11 +30,26 @@ class PredictionWriter(BasePredictionWriter):
     Example::
 
         import lightning as L
+        import torch
+        from torch.utils.data import DataLoader, TensorDataset
+
         import predstore
 
-        trainer = L.Trainer(accelerator="cpu", callbacks=[predstore.PredictionWriter("preds.pstore")])
-        trainer.predict(model, dataloaders=loader, return_predictions=False)
-        store = predstore.open("preds.pstore")
+        class Classifier(L.LightningModule):
+            def __init__(self):
+                super().__init__()
+                self.net = torch.nn.Linear(4, 3)
+
+            def predict_step(self, batch, batch_idx):
+                (x,) = batch
+                logits = self.net(x)
+                return {"logits": logits, "pred": logits.argmax(1)}
+
+        loader = DataLoader(TensorDataset(torch.randn(10, 4)), batch_size=4)
+        writer = predstore.PredictionWriter("predict.pstore")
+        trainer = L.Trainer(accelerator="cpu", callbacks=[writer], logger=False, enable_progress_bar=False)
+        trainer.predict(Classifier(), dataloaders=loader, return_predictions=False)
+        store = predstore.open("predict.pstore")  # 10 rows: logits (3,) and pred, by dataset index
 
     ``predict_step`` returns a dict of tensors, lists and scalars (a bare
     tensor is stored as the key ``pred``); each row is keyed by its global

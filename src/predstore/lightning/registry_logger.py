@@ -50,11 +50,14 @@ class _RunExperiment(ResumableExperimentWriter):
 class RegistryLogger(CSVLogger):
     """Log a run into a self-describing directory that ``predstore registry`` indexes.
 
-    Example:
-        >>> import lightning.pytorch as pl
-        >>> from predstore import RegistryLogger
-        >>> logger = RegistryLogger("runs", name="resnet", version="lr-0.1", tags=["baseline"])
-        >>> trainer = pl.Trainer(logger=logger, max_epochs=1)
+    Example::
+
+        import lightning.pytorch as pl
+
+        from predstore import RegistryLogger
+
+        logger = RegistryLogger("runs", name="resnet", version="lr-0.1", tags=["baseline"])
+        trainer = pl.Trainer(logger=logger, max_epochs=1)
 
     The run directory is ``save_dir/name/version`` as for ``CSVLogger``. It holds
     ``metrics.csv`` (append-only), ``sidecar.json``, ``summary.json``,

@@ -54,6 +54,8 @@ def open(path: str | os.PathLike[str], *, filesystem: FileSystem | None = None) 
 
     Example::
 
+        import polars as pl
+
         import predstore
 
         store = predstore.open("preds.pstore")
@@ -84,7 +86,21 @@ def open(path: str | os.PathLike[str], *, filesystem: FileSystem | None = None) 
 
 
 class Store:
-    """A committed store: its schema, its rows as a polars LazyFrame, and its values by index or name."""
+    """A committed store: its schema, its rows as a polars LazyFrame, and its values by index or name.
+
+    Open one with :func:`predstore.open`. A ``Store`` reads the generation
+    it was opened at, whatever later commits do, for as long as the
+    writers' ``retention`` keeps replaced files.
+
+    Example::
+
+        import predstore
+
+        store = predstore.open("preds.pstore")
+        print(store)  # rows, generation, and each key's dtype, shape and storage
+        if "logits" in store:
+            first = store.read("logits", [0])
+    """
 
     def __init__(self, fs: FileSystem, manifest: StoreManifest) -> None:
         self.fs = fs
@@ -98,20 +114,54 @@ class Store:
 
     @property
     def path(self) -> str:
+        """The store's location.
+
+        Example::
+
+            import predstore
+
+            print(predstore.open("preds.pstore").path)
+        """
         return self.fs.root
 
     @property
     def schema(self) -> Schema:
+        """Each key's dtype, per-sample shape and storage (Parquet or Zarr).
+
+        Example::
+
+            import predstore
+
+            for key, spec in predstore.open("preds.pstore").schema.keys.items():
+                print(key, spec.describe(), spec.storage)
+        """
         return self.manifest.schema
 
     @property
     def coverage(self) -> dict[int, Coverage]:
+        """Per dataloader: rows written, unique indices, duplicates, and missing ones when known.
+
+        Example::
+
+            import predstore
+
+            for dataloader_idx, c in predstore.open("preds.pstore").coverage.items():
+                print(dataloader_idx, c.unique, c.duplicates, c.missing)
+        """
         return self.manifest.coverage
 
     def __len__(self) -> int:
         return self.manifest.rows
 
     def keys(self) -> list[str]:
+        """The keys the store holds, in the order the first batch gave them.
+
+        Example::
+
+            import predstore
+
+            print(predstore.open("preds.pstore").keys())
+        """
         return list(self.schema.keys)
 
     def __contains__(self, key: object) -> bool:
@@ -229,7 +279,16 @@ class Store:
 
     @property
     def part_paths(self) -> list[str]:
-        """The Parquet parts, as paths that pyarrow, polars or DuckDB read directly."""
+        """The Parquet parts, as paths that pyarrow, polars or DuckDB read directly.
+
+        Example::
+
+            import pyarrow.parquet as pq
+
+            import predstore
+
+            table = pq.read_table(predstore.open("preds.pstore").part_paths[0])
+        """
         return [self.fs.input_uri(p.path) for p in self.manifest.parts]
 
     # -- analysis ------------------------------------------------------------
@@ -240,6 +299,16 @@ class Store:
         Each (dataloader_idx, index) appears once (the first committed row).
         Rows come in storage order; ``sort=True`` sorts them by
         (dataloader_idx, index). Zarr keys are read with :meth:`read`.
+
+        Example::
+
+            import polars as pl
+
+            import predstore
+
+            store = predstore.open("preds.pstore")
+            accuracy = store.scan().select((pl.col("pred") == pl.col("label")).mean()).collect()
+            wrong = store.scan(["index", "pred", "label"]).filter(pl.col("pred") != pl.col("label"))
         """
         wanted = self._columns(columns)
         if not self.manifest.parts:
@@ -267,6 +336,12 @@ class Store:
 
         With ``arrays=True``, every key (Zarr keys as a numpy array per cell, as
         :meth:`to_arrow` lays them out), always in the store's order.
+
+        Example::
+
+            import predstore
+
+            frame = predstore.open("preds.pstore").to_pandas(["index", "pred"])
         """
         if arrays:
             frame = self.to_arrow().to_pandas()
@@ -295,11 +370,26 @@ class Store:
 
     @cached_property
     def rows(self) -> RowIndex:
-        """The row index (built on first use from the parts' key columns)."""
+        """The row index (built on first use from the parts' key columns).
+
+        Example::
+
+            import predstore
+
+            rows = predstore.open("preds.pstore").rows
+            print(len(rows))  # one entry per visible (dataloader_idx, index)
+        """
         return RowIndex(self.fs, self.manifest)
 
     def indices(self, dataloader_idx: int = 0) -> NDArray:
-        """The indices of ``dataloader_idx`` that the store holds, sorted."""
+        """The indices of ``dataloader_idx`` that the store holds, sorted.
+
+        Example::
+
+            import predstore
+
+            print(predstore.open("preds.pstore").indices())  # [0 1 2 ... 7]
+        """
         return self.rows.index[self.rows.dataloader(dataloader_idx)]
 
     def read(
@@ -318,6 +408,15 @@ class Store:
         has nulls), ragged keys as a list of arrays, strings as an object
         array. bfloat16 and float8 keys come back as ``ml_dtypes`` arrays, or
         as tensors of the same dtype with ``as_torch=True``.
+
+        Example::
+
+            import predstore
+
+            store = predstore.open("preds.pstore")
+            logits = store.read("logits", [0, 5, 7])  # shape (3, 10), in the order asked
+            named = store.read("pred", names=["case-3"])
+            everything = store.read("logits", as_torch=True)
         """
         spec = self._spec(key)
         positions = self._positions(indices, names, dataloader_idx)
@@ -403,6 +502,12 @@ class Store:
 
         Example::
 
+            import torch
+            from torch.utils.data import TensorDataset
+
+            import predstore
+
+            train_set = TensorDataset(torch.randn(8, 4), torch.arange(8))
             teacher = predstore.open("preds.pstore").dataset(["logits"], source=train_set)
             (x, y), preds = teacher[0]
         """
@@ -428,7 +533,11 @@ class Store:
 
         Example::
 
-            passes = predstore.open("preds.pstore").sequential_dataset(batch_size=1024)
+            import predstore
+
+            passes = predstore.open("preds.pstore").sequential_dataset(batch_size=4)
+            for batch in passes:
+                print(batch["logits"].shape)
         """
         from predstore.datasets.sequential import SequentialPredictionDataset
 

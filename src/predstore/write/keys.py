@@ -39,6 +39,23 @@ class KeySpec:
     ``"blosc-zstd"``, ``"blosc-lz4"``, ``"gzip"`` or ``"none"``.
     ``dtype`` declares the type of a key whose first batch may hold only
     ``None`` (``"string"``, ``"float64"``, ...), which no value can show.
+
+    Example::
+
+        import numpy as np
+        import predstore
+
+        keys = {
+            "logits": predstore.KeySpec(storage="zarr", codec="zstd", level=3),
+            "mask_*": predstore.KeySpec(storage="zarr", codec="blosc-lz4"),  # a glob pattern
+            "note": predstore.KeySpec(dtype="string"),  # the first batch may hold only None
+        }
+        with predstore.StoreWriter("specs.pstore", keys=keys) as writer:
+            writer.write(
+                {"logits": np.zeros((2, 10), np.float32), "mask_a": np.zeros((2, 8, 8), bool),
+                 "note": [None, None]},
+                indices=[0, 1],
+            )
     """
 
     storage: StorageChoice = "auto"

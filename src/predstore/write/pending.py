@@ -18,13 +18,16 @@ def pending(path: str | os.PathLike[str], dataset: Any, dataloader_idx: int = 0)
 
     Example::
 
-        import lightning as L
-        import predstore
-        from torch.utils.data import DataLoader
+        import torch
+        from torch.utils.data import TensorDataset
 
+        import predstore
+
+        dataset = TensorDataset(torch.randn(12, 4))  # preds.pstore holds indices 0..7
         left = predstore.pending("preds.pstore", dataset)
-        writer = predstore.PredictionWriter("preds.pstore", mode="resume")
-        L.Trainer(callbacks=[writer]).predict(model, DataLoader(left))
+        print(len(left))  # 4; predict them with the writer in the Trainer's callbacks:
+        # writer = predstore.PredictionWriter("preds.pstore", mode="resume")
+        # L.Trainer(callbacks=[writer]).predict(model, DataLoader(left))
 
     Committed means in the store, or in the rank manifests of an unfinished
     write that ``mode="resume"`` would continue. Samples are matched by their

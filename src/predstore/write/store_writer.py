@@ -162,6 +162,14 @@ class StoreWriter:
         Raises ``InvalidBatchError`` or ``SchemaError`` (naming the key and what
         was expected) before anything of the batch is stored; the writer stays
         usable and everything written before is kept.
+
+        Example::
+
+            import numpy as np
+            import predstore
+
+            with predstore.StoreWriter("scores.pstore") as writer:
+                writer.write({"score": np.array([0.1, 0.9])}, indices=[10, 11], names=["a", "b"])
         """
         self._check_open()  # an error of the writer's I/O surfaces here, at the next batch
         self.check_rules(outputs)
@@ -201,6 +209,18 @@ class StoreWriter:
         Nothing is stored. Appends and resumes know their schema before the
         first batch: checking that batch at once fails a job before it
         predicts more.
+
+        Example::
+
+            import numpy as np
+            import predstore
+
+            writer = predstore.StoreWriter("preds.pstore", mode="append")
+            try:
+                writer.validate({"pred": np.array(["cat"])}, indices=[8])  # pred holds integers
+            except predstore.SchemaError as e:
+                print(e)
+            writer.close()
         """
         batch = normalize(
             outputs, indices, names=names, dataloader_idx=dataloader_idx, keep=self._rules.keep
@@ -231,26 +251,82 @@ class StoreWriter:
             )
 
     def set_expected(self, length: int, dataloader_idx: int = 0) -> None:
-        """Record how many samples ``dataloader_idx`` has, for the coverage figures."""
+        """Record how many samples ``dataloader_idx`` has, for the coverage figures.
+
+        Example::
+
+            import numpy as np
+            import predstore
+
+            with predstore.StoreWriter("half.pstore") as writer:
+                writer.set_expected(10)
+                writer.write({"pred": np.zeros(5)}, indices=np.arange(5))
+            print(predstore.open("half.pstore").coverage[0].missing)  # 5
+        """
         self._expected[int(dataloader_idx)] = int(length)
 
     @property
     def expected(self) -> dict[int, int]:
-        """The dataset length of each dataloader, where known."""
+        """The dataset length of each dataloader, where known.
+
+        Example::
+
+            import predstore
+
+            with predstore.StoreWriter("empty.pstore") as writer:
+                writer.set_expected(100, dataloader_idx=1)
+                print(writer.expected)  # {1: 100}
+        """
         return dict(self._expected)
 
     def set_index_source(self, source: str | None) -> None:
-        """Record where the rows' indices come from (``index_key``, ``batch_indices``, ...)."""
+        """Record where the rows' indices come from (``index_key``, ``batch_indices``, ...).
+
+        The store manifest keeps it, so a reader can tell true dataset indices
+        from positional ones.
+
+        Example::
+
+            import numpy as np
+            import predstore
+
+            with predstore.StoreWriter("ids.pstore") as writer:
+                writer.set_index_source("index_key=sample_id")
+                writer.write({"pred": np.zeros(2)}, indices=[3, 4])
+        """
         self._index_source = source
 
     def commit(self) -> None:
-        """Commit the rows buffered so far as a part, and wait until the rank manifest records it."""
+        """Commit the rows buffered so far as a part, and wait until the rank manifest records it.
+
+        Example::
+
+            import numpy as np
+            import predstore
+
+            writer = predstore.StoreWriter("steps.pstore")
+            writer.write({"pred": np.zeros(4)}, indices=np.arange(4))
+            writer.commit()  # survives a crash from here on: `predstore finalize` recovers it
+            print(writer.rows_committed)  # 4
+            writer.close()
+        """
         self._check_open()
         self._commit_part()
         self._jobs.drain()
 
     def close(self) -> StoreManifest | None:
-        """Commit everything; with ``world_size == 1`` also commit the store manifest and return it."""
+        """Commit everything; with ``world_size == 1`` also commit the store manifest and return it.
+
+        Example::
+
+            import numpy as np
+            import predstore
+
+            writer = predstore.StoreWriter("closed.pstore")
+            writer.write({"pred": np.zeros(3)}, indices=np.arange(3))
+            manifest = writer.close()
+            print(manifest.rows)  # 3
+        """
         if self._closed:
             return None
         self._closed = True
@@ -270,6 +346,22 @@ class StoreWriter:
         """Commit the store manifest from the rank manifests of this write and those it resumes.
 
         With several ranks, one process calls it once every rank has closed.
+
+        Example::
+
+            import numpy as np
+            import predstore
+            from predstore.format.layout import new_write_id
+
+            write_id = new_write_id()  # one id, shared by every rank of the write
+            writers = [
+                predstore.StoreWriter("ranks.pstore", rank=r, world_size=2, write_id=write_id)
+                for r in range(2)
+            ]
+            for rank, writer in enumerate(writers):
+                writer.write({"pred": np.zeros(2)}, indices=[rank, rank + 2])
+                writer.close()  # commits this rank; with two ranks, not the store
+            print(writers[0].commit_store().rows)  # 4
         """
         return finalize(
             self.fs, write_ids=[*self.plan.resumes, self.write_id], retention=self.options.retention
@@ -280,6 +372,16 @@ class StoreWriter:
 
         Best effort: it runs after something went wrong (a full disk, say), so
         what it cannot do is logged, not raised; what was committed stays.
+
+        Example::
+
+            import numpy as np
+            import predstore
+
+            writer = predstore.StoreWriter("interrupted.pstore")
+            writer.write({"pred": np.zeros(3)}, indices=np.arange(3))
+            writer.fail()  # as leaving a ``with`` block by an exception does
+            print(predstore.finalize("interrupted.pstore").rows)  # 3: nothing committed is lost
         """
         if self._closed:
             return
@@ -326,11 +428,32 @@ class StoreWriter:
 
     @property
     def schema(self) -> Schema | None:
-        """The schema fixed by the first batch (``None`` before it)."""
+        """The schema fixed by the first batch (``None`` before it).
+
+        Example::
+
+            import numpy as np
+            import predstore
+
+            with predstore.StoreWriter("typed.pstore") as writer:
+                writer.write({"emb": np.zeros((2, 8), np.float16)}, indices=[0, 1])
+                print(writer.schema.keys["emb"].describe())
+        """
         return self._schema
 
     @property
     def rows_committed(self) -> int:
+        """How many rows this rank's manifest has committed so far.
+
+        Example::
+
+            import numpy as np
+            import predstore
+
+            with predstore.StoreWriter("count.pstore") as writer:
+                writer.write({"pred": np.zeros(5)}, indices=np.arange(5))
+                print(writer.rows_committed)  # 0 until a part commits
+        """
         return sum(p.rows for p in self._committed)
 
     # -- internals -------------------------------------------------------
