@@ -74,6 +74,10 @@ def __getattr__(name: str) -> object:
 def finalize(path: str | os.PathLike[str], *, retention: float = RETENTION) -> StoreManifest:
     """Commit the rows that the ranks of unfinished writes at ``path`` committed.
 
+    Args:
+        path: the store's directory.
+        retention: seconds the files of a store this commit replaces stay for readers.
+
     Example::
 
         import predstore
@@ -91,6 +95,10 @@ def finalize(path: str | os.PathLike[str], *, retention: float = RETENTION) -> S
 
 def vacuum(path: str | os.PathLike[str], *, retention: float = RETENTION) -> list[str]:
     """Delete the files no reader needs any more; return the write ids deleted.
+
+    Args:
+        path: the store's directory.
+        retention: seconds a replaced write's files stay for readers that opened it before.
 
     Example::
 

@@ -52,6 +52,10 @@ if TYPE_CHECKING:
 def open(path: str | os.PathLike[str], *, filesystem: FileSystem | None = None) -> Store:
     """Open the committed store at ``path``.
 
+    Args:
+        path: the store's directory.
+        filesystem: where the store lives, when not a local directory.
+
     Example::
 
         import polars as pl
@@ -300,6 +304,10 @@ class Store:
         Rows come in storage order; ``sort=True`` sorts them by
         (dataloader_idx, index). Zarr keys are read with :meth:`read`.
 
+        Args:
+            columns: the columns to keep (default: all of them).
+            sort: sort by ``(dataloader_idx, index)`` instead of storage order.
+
         Example::
 
             import polars as pl
@@ -408,6 +416,13 @@ class Store:
         has nulls), ragged keys as a list of arrays, strings as an object
         array. bfloat16 and float8 keys come back as ``ml_dtypes`` arrays, or
         as tensors of the same dtype with ``as_torch=True``.
+
+        Args:
+            key: the key to read.
+            indices: the dataset indices of the rows, in the order wanted.
+            names: the rows' names instead of ``indices``.
+            dataloader_idx: the dataloader the rows were predicted for.
+            as_torch: return tensors instead of numpy arrays.
 
         Example::
 

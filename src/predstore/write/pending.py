@@ -16,6 +16,11 @@ from predstore.write.plan import CommittedKeys, committed_parts, unfinished_writ
 def pending(path: str | os.PathLike[str], dataset: Any, dataloader_idx: int = 0) -> Any:
     """A ``torch.utils.data.Subset`` of ``dataset`` holding only the samples not committed yet.
 
+    Args:
+        path: the store's directory (it need not exist yet).
+        dataset: the map-style dataset (or a ``Subset`` of one) being predicted.
+        dataloader_idx: the dataloader whose committed rows count.
+
     Example::
 
         import torch

@@ -159,6 +159,13 @@ class StoreWriter:
     ) -> None:
         """Add one batch: ``outputs`` holds per-batch values, ``indices`` each row's global index.
 
+        Args:
+            outputs: key to a batch of values (tensors, arrays, scalars, strings, lists,
+                nested dicts), each with one row per sample.
+            indices: each row's global dataset index.
+            names: a name per row (or ``None`` for a row without one).
+            dataloader_idx: the dataloader the rows belong to.
+
         Raises ``InvalidBatchError`` or ``SchemaError`` (naming the key and what
         was expected) before anything of the batch is stored; the writer stays
         usable and everything written before is kept.
