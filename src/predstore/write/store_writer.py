@@ -244,6 +244,15 @@ class StoreWriter:
 
         A rule that matches nothing is most often a typo (``"logit"`` for
         ``"logits"``), which would otherwise store the key as ``auto`` decides.
+
+        Example::
+
+            import numpy as np
+            import predstore
+
+            keys = {"logit": predstore.KeySpec(storage="zarr")}  # a typo for "logits"
+            with predstore.StoreWriter("rules.pstore", keys=keys) as writer:
+                writer.check_rules({"logits": np.zeros((2, 10))})  # logs a warning naming it
         """
         if self._rules_checked:
             return
