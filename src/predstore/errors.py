@@ -109,7 +109,17 @@ class CorruptStoreError(PredstoreError):
 
 
 class StorePermissionError(PredstoreError, PermissionError):
-    """A file of the store exists but this process may not read it."""
+    """A file of the store exists but this process may not read it.
+
+    Example::
+
+        import predstore
+
+        try:
+            logits = predstore.open("preds.pstore").read("logits")
+        except predstore.StorePermissionError as e:
+            print(e)  # names the file; fix its permissions, or read as its owner
+    """
 
 
 class FormatVersionError(PredstoreError):

@@ -35,5 +35,7 @@ def test_an_unreadable_part_names_its_file(tmp_path: Path) -> None:
     write_ranks(tmp_path / "s", [[0, 1]])
     part = predstore.open(tmp_path / "s").manifest.parts[0]
     (tmp_path / "s" / part.path).write_bytes(b"not parquet")
-    with pytest.raises(predstore.CorruptStoreError, match=rf"part {part.path} cannot be read"):
+    with pytest.raises(
+        predstore.CorruptStoreError, match=rf"part {part.path} is not readable Parquet"
+    ):
         read_part(LocalFileSystem(tmp_path / "s"), part, [INDEX])
