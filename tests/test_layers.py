@@ -24,7 +24,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "write": {"format"},
     "read": {"format"},
     "datasets": {"read", "format"},
-    "view": {"read", "format"},
+    "view": {"read", "registry", "format"},
     "registry": {"format"},
     "lightning": {"write", "registry", "format"},
     "cli": {"format", "write", "read", "datasets", "view", "registry", ROOT},
