@@ -194,7 +194,15 @@ class Store:
     def row(
         self, index: int | None = None, *, name: str | None = None, dataloader_idx: int = 0
     ) -> dict[str, Any]:
-        """The row of ``index`` (or the row called ``name``) in ``dataloader_idx``, with every key."""
+        """The row of ``index`` (or the row called ``name``) in ``dataloader_idx``, with every key.
+
+        Example::
+
+            import predstore
+
+            store = predstore.open("preds.pstore")
+            print(store.row(3)["pred"], store.row(name="case-3")["index"])
+        """
         if (index is None) == (name is None):
             raise InvalidBatchError("pass the row's index or its name (one of them)")
         if name is not None:
@@ -204,12 +212,26 @@ class Store:
         return self._rows(positions)[0]
 
     def head(self, n: int = 5) -> pl.DataFrame:
-        """The first ``n`` rows in the store's order as a polars DataFrame, every key included."""
+        """The first ``n`` rows in the store's order as a polars DataFrame, every key included.
+
+        Example::
+
+            import predstore
+
+            print(predstore.open("preds.pstore").head(3))
+        """
         return self._frame(np.arange(min(max(n, 0), len(self))))
 
     @property
     def columns(self) -> list[str]:
-        """The columns of :meth:`to_arrow` and :meth:`to_polars`: row keys, then every key."""
+        """The columns of :meth:`to_arrow` and :meth:`to_polars`: row keys, then every key.
+
+        Example::
+
+            import predstore
+
+            print(predstore.open("preds.pstore").columns)
+        """
         return self.head(0).columns
 
     def to_arrow(self) -> pa.Table:
@@ -218,17 +240,40 @@ class Store:
         Zarr keys become (nested) fixed-size list columns; a ragged key becomes
         the flat list of its values plus a ``<key>.shape`` column, as
         ``predstore export`` writes them.
+
+        Example::
+
+            import predstore
+
+            table = predstore.open("preds.pstore").to_arrow()
         """
         from predstore.read.export import table
 
         return table(self, np.arange(len(self)))
 
     def to_polars(self) -> pl.DataFrame:
-        """Every row and every key as a polars DataFrame (Zarr keys as Array or List columns)."""
+        """Every row and every key as a polars DataFrame (Zarr keys as Array or List columns).
+
+        Example::
+
+            import predstore
+
+            frame = predstore.open("preds.pstore").to_polars()
+        """
         return pl.from_arrow(self.to_arrow())  # type: ignore[return-value]
 
     def to_hf(self) -> Any:
-        """Every row and every key as a Hugging Face ``datasets.Dataset`` (needs ``datasets``)."""
+        """Every row and every key as a Hugging Face ``datasets.Dataset`` (needs ``datasets``).
+
+        Example::
+
+            import importlib.util
+
+            import predstore
+
+            if importlib.util.find_spec("datasets") is not None:  # an optional dependency
+                hf = predstore.open("preds.pstore").to_hf()
+        """
         try:
             import datasets
         except ImportError:
@@ -244,7 +289,10 @@ class Store:
 
         Example::
 
-            store.export_files("mask", "masks/", writer="png", where="prob > 0.5")
+            import predstore
+
+            store = predstore.open("preds.pstore")
+            done = store.export_files("logits", "logits/", writer="npy", where="pred > 4")
         """
         from predstore.read.files import export_files
 
