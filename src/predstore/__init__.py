@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import importlib
 import os
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from predstore.errors import (
     CommitConflictError,
@@ -34,7 +35,7 @@ from predstore.errors import (
     UnknownRunError,
 )
 from predstore.format.commit import RETENTION
-from predstore.format.fs import LocalFileSystem
+from predstore.format.fs import filesystem_for
 from predstore.format.manifest import StoreManifest
 from predstore.read.store import Store, open
 from predstore.write.keys import KeySpec
@@ -71,7 +72,12 @@ def __getattr__(name: str) -> object:
     return value
 
 
-def finalize(path: str | os.PathLike[str], *, retention: float = RETENTION) -> StoreManifest:
+def finalize(
+    path: str | os.PathLike[str],
+    *,
+    retention: float = RETENTION,
+    storage_options: Mapping[str, Any] | None = None,
+) -> StoreManifest:
     """Commit the rows that the ranks of unfinished writes at ``path`` committed.
 
     Args:
@@ -90,10 +96,16 @@ def finalize(path: str | os.PathLike[str], *, retention: float = RETENTION) -> S
     """
     from predstore.format.commit import finalize as _finalize
 
-    return _finalize(LocalFileSystem(path), retention=retention)
+    fs = filesystem_for(path, storage_options=storage_options)
+    return _finalize(fs, retention=retention)
 
 
-def vacuum(path: str | os.PathLike[str], *, retention: float = RETENTION) -> list[str]:
+def vacuum(
+    path: str | os.PathLike[str],
+    *,
+    retention: float = RETENTION,
+    storage_options: Mapping[str, Any] | None = None,
+) -> list[str]:
     """Delete the files no reader needs any more; return the write ids deleted.
 
     Args:
@@ -111,7 +123,7 @@ def vacuum(path: str | os.PathLike[str], *, retention: float = RETENTION) -> lis
     """
     from predstore.format.commit import vacuum as _vacuum
 
-    return _vacuum(LocalFileSystem(path), retention=retention)
+    return _vacuum(filesystem_for(path, storage_options=storage_options), retention=retention)
 
 
 __all__ = [

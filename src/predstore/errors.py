@@ -246,6 +246,10 @@ class ConfigError(PredstoreError, ValueError, TypeError):
     """
 
 
+class StorageError(PredstoreError, OSError):
+    """The storage under a store failed a request for good: unreachable, refused or misconfigured."""
+
+
 class RegistryError(PredstoreError):
     """The run registry cache is missing, outdated or busy.
 

@@ -18,12 +18,18 @@ from predstore.errors import ConfigError, PredstoreError
 errors = Console(stderr=True, highlight=False, soft_wrap=True)
 
 StorePath = Annotated[
-    Path, typer.Argument(help="The store directory.", show_default=False, metavar="STORE")
+    str,
+    typer.Argument(
+        help="The store: a directory, or an s3:// (gs://, az://) URL configured by the "
+        "standard environment variables (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...).",
+        show_default=False,
+        metavar="STORE",
+    ),
 ]
 
 
 def register(app: typer.Typer) -> None:
-    for command in (info, verify, finalize, vacuum, export):
+    for command in (info, verify, finalize, vacuum, export, parts):
         app.command()(command)
 
 
@@ -303,6 +309,16 @@ def export(
 def _usage(message: str) -> NoReturn:
     errors.print(f"[bold red]error:[/] {message}", markup=True)
     raise typer.Exit(2)
+
+
+def parts(path: StorePath) -> None:
+    """Print the committed Parquet parts, one absolute path or URI a line, for other tools to read."""
+    import predstore
+
+    with _friendly_errors():
+        files = predstore.open(path).parquet_files()
+    for file in files:
+        typer.echo(file)
 
 
 def _n(value: int | None) -> str:

@@ -13,6 +13,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from predstore.errors import ConfigError, CoverageError, PredstoreError, StoreNotCommittedError
+from predstore.format.fs import filesystem_for
 from predstore.format.manifest import StoreManifest
 from predstore.lightning.indices import IndexSource, batch_rows
 from predstore.write.background import BackgroundWriter
@@ -100,6 +101,9 @@ class PredictionWriter(BasePredictionWriter):
         if options is None:
             options = WriteOptions(**option_values)
         self.options = options.replace(**option_values) if option_values else options
+        filesystem_for(
+            self.path, storage_options=self.options.storage_options
+        )  # fails now on a bad URL
         for name, value in (("name_key", name_key), ("index_key", index_key)):
             if value is not None and (not isinstance(value, str) or not value):
                 raise ConfigError(
@@ -148,7 +152,7 @@ class PredictionWriter(BasePredictionWriter):
         if message is not None:
             raise PredstoreError(f"rank 0 could not start the write to {self.path}: {message}")
         assert write_id is not None
-        visible = rank == 0 or write_is_visible(self.path, write_id)
+        visible = rank == 0 or write_is_visible(self.path, write_id, self.options.storage_options)
         if not trainer.strategy.reduce_boolean_decision(visible, all=True):
             self._abandon(writer, write_id, rank)
             raise PredstoreError(
@@ -180,7 +184,7 @@ class PredictionWriter(BasePredictionWriter):
         if writer is not None:
             writer.fail()
         if rank == 0:
-            abandon_write(self.path, write_id)
+            abandon_write(self.path, write_id, self.options.storage_options)
 
     def _expect(self, trainer: pl.Trainer, writer: StoreWriter) -> None:
         for dl, loader in enumerate(_predict_loaders(trainer)):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -21,7 +21,7 @@ from predstore.errors import (
 from predstore.format import dtypes
 from predstore.format.commit import load_store_manifest
 from predstore.format.dtypes import NDArray
-from predstore.format.fs import FileSystem, LocalFileSystem
+from predstore.format.fs import FileSystem, LocalFileSystem, filesystem_for
 from predstore.format.manifest import Coverage, PartEntry, StoreManifest
 from predstore.format.parquet import read_footer, read_part
 from predstore.format.schema import (
@@ -49,8 +49,13 @@ if TYPE_CHECKING:
     from predstore.read.files import ExportedFiles
 
 
-def open(path: str | os.PathLike[str], *, filesystem: FileSystem | None = None) -> Store:
-    """Open the committed store at ``path``.
+def open(
+    path: str | os.PathLike[str],
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+    filesystem: FileSystem | None = None,
+) -> Store:
+    """Open the committed store at ``path`` (a directory, or an ``s3://``, ``gs://``, ``az://`` URL).
 
     Args:
         path: the store's directory.
@@ -71,15 +76,20 @@ def open(path: str | os.PathLike[str], *, filesystem: FileSystem | None = None) 
     uses, so no directory is ever listed and files of writes in progress are
     never seen. Raises ``StoreNotCommittedError`` when nothing was committed
     at ``path``, ``FormatVersionError`` for a store of a newer format and
-    ``CorruptStoreError`` for a damaged manifest.
+    ``CorruptStoreError`` for a damaged manifest. On an object store,
+    ``storage_options`` (or the standard environment variables) give the
+    endpoint and credentials; opening costs a constant number of requests.
     """
     location = os.fspath(path)
     if filesystem is None:
-        if os.path.isfile(location):
-            raise StoreNotCommittedError(f"{location} is a file; a store is a directory")
-        if not os.path.exists(location):
-            raise StoreNotCommittedError(f"no store at {location}: the directory does not exist")
-        filesystem = LocalFileSystem(location)
+        filesystem = filesystem_for(location, storage_options=storage_options)
+        if isinstance(filesystem, LocalFileSystem):
+            if os.path.isfile(filesystem.root):
+                raise StoreNotCommittedError(f"{location} is a file; a store is a directory")
+            if not os.path.exists(filesystem.root):
+                raise StoreNotCommittedError(
+                    f"no store at {location}: the directory does not exist"
+                )
     manifest = load_store_manifest(filesystem)
     if manifest is None:
         raise StoreNotCommittedError(
@@ -112,7 +122,8 @@ class Store:
         self._arrays = {(a.key, a.write_id, a.rank): ArrayReader(fs, a) for a in manifest.arrays}
         self._footers_checked = False
         _check_references(manifest)
-        _check_part_sizes(fs, manifest)
+        if fs.is_local:  # on an object store a stat is a request: sizes are checked on read
+            _check_part_sizes(fs, manifest)
 
     # -- what the store holds ----------------------------------------------
 
@@ -331,15 +342,22 @@ class Store:
 
     @property
     def part_paths(self) -> list[str]:
-        """The Parquet parts, as paths that pyarrow, polars or DuckDB read directly.
+        """The Parquet parts, as paths that pyarrow, polars or DuckDB read directly."""
+        return self.parquet_files()
+
+    def parquet_files(self) -> list[str]:
+        """The committed Parquet parts as absolute paths or URIs, in storage order.
 
         Example::
 
-            import pyarrow.parquet as pq
+            import pyarrow.dataset as ds
 
-            import predstore
+            table = ds.dataset(predstore.open("preds.pstore").parquet_files()).to_table()
 
-            table = pq.read_table(predstore.open("preds.pstore").part_paths[0])
+        Exactly the parts of the committed generation: never glob a store's
+        folders, which also hold unfinished writes and, for a while after an
+        overwrite, the parts it retired. A row committed twice (a resumed
+        write) is in two parts; :meth:`scan` keeps the first.
         """
         return [self.fs.input_uri(p.path) for p in self.manifest.parts]
 
@@ -370,7 +388,7 @@ class Store:
         if not self.manifest.parts:
             return pl.from_arrow(part_schema(self.schema).empty_table()).lazy().select(wanted)  # type: ignore[union-attr]
         self._check_footers()
-        frame = pl.scan_parquet(self.part_paths)
+        frame = pl.scan_parquet(self.part_paths, storage_options=self.fs.polars_options())
         if self.manifest.duplicates:
             frame = frame.unique(subset=[DATALOADER, INDEX], keep="first", maintain_order=True)
         if sort:

@@ -18,13 +18,14 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from predstore.errors import PredstoreError
 from predstore.format.commit import pending_writes
 from predstore.format.coverage import coverage, row_keys
-from predstore.format.fs import LocalFileSystem, file_crc32c
+from predstore.format.fs import file_crc32c, filesystem_for
 from predstore.format.manifest import ArrayEntry, Coverage, PartEntry
 from predstore.format.parquet import read_footer, read_part
 from predstore.format.schema import offset_column, part_schema, shape_column
@@ -59,13 +60,18 @@ class VerifyReport:
         return not self.problems and not any(w.recoverable for w in self.unfinished)
 
 
-def verify(path: str | os.PathLike[str], *, deep: bool = False) -> VerifyReport:
+def verify(
+    path: str | os.PathLike[str],
+    *,
+    deep: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
+) -> VerifyReport:
     """Check the store at ``path``; problems are collected, never raised."""
     report = VerifyReport(os.fspath(path))
-    fs = LocalFileSystem(path)
+    fs = filesystem_for(path, storage_options=storage_options)
     store = None
     try:
-        store = open(path)
+        store = open(path, filesystem=fs)
     except PredstoreError as e:
         report.problems.append(str(e))
     if store is not None:

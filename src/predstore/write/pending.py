@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from predstore.format.commit import load_store_manifest
-from predstore.format.fs import LocalFileSystem
+from predstore.format.fs import filesystem_for
 from predstore.format.subsets import root_indices
 from predstore.write.plan import CommittedKeys, committed_parts, unfinished_writes
 
 
-def pending(path: str | os.PathLike[str], dataset: Any, dataloader_idx: int = 0) -> Any:
+def pending(
+    path: str | os.PathLike[str],
+    dataset: Any,
+    dataloader_idx: int = 0,
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+) -> Any:
     """A ``torch.utils.data.Subset`` of ``dataset`` holding only the samples not committed yet.
 
     Args:
@@ -43,13 +50,10 @@ def pending(path: str | os.PathLike[str], dataset: Any, dataloader_idx: int = 0)
     """
     from torch.utils.data import Subset
 
-    fs = LocalFileSystem(path)
-    base = load_store_manifest(fs) if os.path.isdir(fs.root) else None
-    ranks = (
-        [r for rs in unfinished_writes(fs, base).values() for r in rs]
-        if os.path.isdir(fs.root)
-        else []
-    )
+    fs = filesystem_for(path, storage_options=storage_options)
+    present = not fs.is_local or os.path.isdir(fs.root)
+    base = load_store_manifest(fs) if present else None
+    ranks = [r for rs in unfinished_writes(fs, base).values() for r in rs] if present else []
     parts = committed_parts(base, ranks)
     keys = CommittedKeys.of(fs, parts)
     done = keys.contains(int(dataloader_idx), root_indices(dataset))

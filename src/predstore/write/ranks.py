@@ -8,20 +8,27 @@ node-local disks. A write that never started predicting is removed again.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from typing import Any
 
 from predstore.format import layout
-from predstore.format.fs import LocalFileSystem
+from predstore.format.fs import filesystem_for
 
 __all__ = ["abandon_write", "new_write_id", "write_is_visible"]
 
 new_write_id = layout.new_write_id
 
 
-def write_is_visible(path: str | os.PathLike[str], write_id: str) -> bool:
+def write_is_visible(
+    path: str | os.PathLike[str], write_id: str, storage_options: Mapping[str, Any] | None = None
+) -> bool:
     """Whether rank 0's manifest of ``write_id`` can be seen in the store at ``path``."""
-    return LocalFileSystem(path).exists(layout.rank_manifest(write_id, 0))
+    fs = filesystem_for(path, storage_options=storage_options)
+    return fs.exists(layout.rank_manifest(write_id, 0))
 
 
-def abandon_write(path: str | os.PathLike[str], write_id: str) -> None:
+def abandon_write(
+    path: str | os.PathLike[str], write_id: str, storage_options: Mapping[str, Any] | None = None
+) -> None:
     """Remove the files of ``write_id``, a write that committed nothing (it never started)."""
-    LocalFileSystem(path).delete_tree(layout.write_dir(write_id))
+    filesystem_for(path, storage_options=storage_options).delete_tree(layout.write_dir(write_id))

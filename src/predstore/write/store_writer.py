@@ -27,7 +27,7 @@ from predstore.errors import (
 )
 from predstore.format import dtypes, layout
 from predstore.format.commit import finalize, save_rank_manifest
-from predstore.format.fs import FileSystem, LocalFileSystem
+from predstore.format.fs import FileSystem, filesystem_for
 from predstore.format.manifest import (
     ArrayEntry,
     PartEntry,
@@ -76,7 +76,10 @@ class StoreWriter:
 
     The options (``mode``, ``keys``, the sizes, the codec, ...) are those of
     :class:`predstore.WriteOptions`, given by name or as one object; they are
-    checked here, before anything is written.
+    checked here, before anything is written. ``path`` is a directory or an
+    object store URL (``s3://bucket/prefix``, ``gs://``, ``az://``), configured
+    by the standard environment variables or ``storage_options`` (see the
+    docs page "Stores on object storage").
 
     Each Zarr key's rows fill an inner chunk (``chunk_bytes``); full chunks
     are compressed on a small pool and appended to their shard file by an
@@ -111,9 +114,13 @@ class StoreWriter:
         _check_rank(rank, world_size, write_id)
         self.options = resolve(options, option_values)
         self.path = os.fspath(path)
-        if os.path.isfile(self.path):
+        self.fs = filesystem or filesystem_for(
+            self.path,
+            storage_options=self.options.storage_options,
+            durable=self.options.durable,
+        )
+        if self.fs.is_local and os.path.isfile(self.fs.root):
             raise StoreExistsError(f"{self.path} is a file; a store is a directory")
-        self.fs = filesystem or LocalFileSystem(self.path, durable=self.options.durable)
         self.rank, self.world_size, self.mode = rank, world_size, self.options.mode
         self.write_id = write_id or layout.new_write_id()
         if self.fs.exists(layout.rank_manifest(self.write_id, rank)):
