@@ -31,6 +31,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import datetime as _dt
+import functools
 import io
 import os
 import re
@@ -449,6 +450,7 @@ _DEFAULT_RETRY = {"max_retries": 5, "retry_timeout": 60.0}
 _UPLOAD_BUFFER = 8 << 20
 """Bytes an upload buffers before it turns into a multipart upload of parts this size."""
 _COMMIT_ATTEMPTS = 4
+_NONCE = "predstore-nonce"
 
 
 class ObjectFileSystem(FileSystem):
@@ -548,16 +550,11 @@ class ObjectFileSystem(FileSystem):
         try:
             return call(*args, **kwargs)
         except FileNotFoundError as e:
-            if "NoSuchBucket" in str(e):
-                raise StorageError(
-                    f"{what} {self.uri(path)} failed: the bucket does not exist"
-                ) from None
-            raise FileNotFoundError(f"{self.uri(path)} does not exist") from None
-        except BaseError as e:
-            raise StorageError(
-                f"{what} {self.uri(path)} failed: {_first_line(e)}. Check the endpoint, the "
-                "bucket and the credentials (environment or storage_options)"
-            ) from None
+            if "NoSuchBucket" not in str(e):
+                raise FileNotFoundError(f"{self.uri(path)} does not exist") from None
+            raise _storage_error(what, self.uri(path), e) from None
+        except (BaseError, OSError) as e:  # a failed upload raises a plain OSError
+            raise _storage_error(what, self.uri(path), e) from None
 
     # -- the contract --------------------------------------------------------------
 
@@ -615,22 +612,38 @@ class ObjectFileSystem(FileSystem):
         )
 
     def put_if_absent(self, path: str, data: bytes) -> bool:
+        check_relpath(path)
+        self._check_conditional_put(path)
+        return self._create(path, data)
+
+    def _create(self, path: str, data: bytes) -> bool:
+        """A conditional put (``If-None-Match: *``); ``True`` when this call created ``path``.
+
+        Every attempt carries the same nonce (as object metadata): a put that
+        landed but whose answer was lost comes back as 412 when retried (by
+        obstore or here), and the stored nonce then says it was ours.
+        """
         import obstore
         from obstore.exceptions import AlreadyExistsError, BaseError, PreconditionError
 
-        check_relpath(path)
-        self._check_conditional_put(path)
+        nonce = uuid.uuid4().hex
         for attempt in range(_COMMIT_ATTEMPTS):
             try:
-                obstore.put(self._store(), path, data, mode="create", use_multipart=False)
+                obstore.put(
+                    self._store(),
+                    path,
+                    data,
+                    mode="create",
+                    use_multipart=False,
+                    attributes={_NONCE: nonce},
+                )
                 return True
             except (AlreadyExistsError, PreconditionError):
-                # A put that landed but whose response was lost comes back as 412 on retry:
-                # the record's bytes (unique to this commit: its time, its writes) say whose it is.
                 try:
-                    return self.read_bytes(path) == data
+                    found = self._request("read", path, obstore.get, self._store(), path)
                 except FileNotFoundError:
-                    continue
+                    continue  # deleted since: try again
+                return bool(found.attributes.get(_NONCE) == nonce)
             except BaseError as e:
                 if attempt + 1 == _COMMIT_ATTEMPTS:
                     raise StorageError(
@@ -643,34 +656,28 @@ class ObjectFileSystem(FileSystem):
     def _check_conditional_put(self, path: str) -> None:
         """Refuse a service that ignores ``If-None-Match`` (once per client, before its first commit).
 
-        Two puts of one probe object: the second must be refused. A service
-        that overwrites instead would let two committers both win.
+        Two conditional puts of one probe object: the second must be refused.
+        A service that overwrites instead would let two committers both win.
         """
         import obstore
-        from obstore.exceptions import AlreadyExistsError, BaseError, PreconditionError
 
         if self._conditional_put_checked:
             return
         head = path.rpartition("/")[0]
         probe = f"{head + '/' if head else ''}.conditional-put{TEMP_MARKER}{uuid.uuid4().hex[:12]}"
-        store = self._store()
-        self._request("write", probe, obstore.put, store, probe, b"1", mode="create")
         try:
-            obstore.put(store, probe, b"2", mode="create")
-        except (AlreadyExistsError, PreconditionError):
-            self._conditional_put_checked = True
-        except BaseError as e:
-            raise StorageError(f"write {self.uri(probe)} failed: {_first_line(e)}") from None
+            honoured = self._create(probe, b"1") and not self._create(probe, b"2")
         finally:
             with contextlib.suppress(Exception):
-                obstore.delete(store, probe)
-        if not self._conditional_put_checked:
+                obstore.delete(self._store(), probe)
+        if not honoured:
             raise StorageError(
                 f"{self.root}: the object store ignores conditional puts (If-None-Match), so two "
                 "committers could both win and lose each other's data; predstore refuses to "
                 "commit there. Use a service that honours conditional writes (AWS S3, MinIO, "
                 "GCS, Azure, R2, ...)"
             )
+        self._conditional_put_checked = True
 
     @contextlib.contextmanager
     def open_atomic(self, path: str) -> Iterator[IO[bytes]]:
@@ -681,7 +688,7 @@ class ObjectFileSystem(FileSystem):
             "write", path, obstore.open_writer, self._store(), path, buffer_size=_UPLOAD_BUFFER
         )
         try:
-            yield _Upload(writer)  # type: ignore[misc]
+            yield _Upload(writer, lambda e: _storage_error("write", self.uri(path), e))  # type: ignore[misc]
         except BaseException as e:
             # Leaving with an error aborts the upload (its multipart parts are deleted):
             # nothing appears at ``path``.
@@ -741,17 +748,17 @@ class ObjectFileSystem(FileSystem):
         return options
 
     def zarr_store(self, path: str, *, read_only: bool) -> Any:
-        from zarr.storage import ObjectStore
-
-        return ObjectStore(self._child(check_relpath(path)), read_only=read_only)
+        store = _zarr_object_store()(self._child(check_relpath(path)), read_only=read_only)
+        store.location = self.uri(path)
+        return store
 
 
 class _Upload(io.RawIOBase):
     """An upload as the binary file pyarrow and the shard writer write to (it knows its position)."""
 
-    def __init__(self, writer: Any) -> None:
+    def __init__(self, writer: Any, failed: Any) -> None:
         super().__init__()
-        self._writer = writer
+        self._writer, self._failed = writer, failed
         self._position = 0
 
     def writable(self) -> bool:
@@ -759,12 +766,54 @@ class _Upload(io.RawIOBase):
 
     def write(self, data: Any) -> int:
         size = memoryview(data).nbytes
-        self._writer.write(data)
+        try:
+            self._writer.write(data)
+        except Exception as e:  # a part of a multipart upload failed for good
+            raise self._failed(e) from None
         self._position += size
         return size
 
     def tell(self) -> int:
         return self._position
+
+
+def _storage_error(what: str, uri: str, error: BaseException) -> StorageError:
+    if "NoSuchBucket" in str(error):
+        return StorageError(f"{what} {uri} failed: the bucket does not exist; create it first")
+    return StorageError(
+        f"{what} {uri} failed: {_first_line(error)}. Check the endpoint, the bucket and the "
+        "credentials (environment or storage_options)"
+    )
+
+
+@functools.cache
+def _zarr_object_store() -> Any:
+    """zarr's ``ObjectStore``, with obstore's errors turned into ``StorageError`` naming the URL."""
+    from obstore.exceptions import BaseError
+    from zarr.storage import ObjectStore
+
+    class Store(ObjectStore):
+        location = ""
+
+        async def get(self, key: str, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return await super().get(key, *args, **kwargs)
+            except BaseError as e:
+                raise _storage_error("read", f"{self.location}/{key}", e) from None
+
+        async def set(self, key: str, *args: Any, **kwargs: Any) -> None:
+            try:
+                await super().set(key, *args, **kwargs)
+            except BaseError as e:
+                raise _storage_error("write", f"{self.location}/{key}", e) from None
+
+        async def delete(self, key: str) -> None:
+            try:
+                await super().delete(key)
+            except BaseError as e:
+                raise _storage_error("delete", f"{self.location}/{key}", e) from None
+
+    return Store
 
 
 def _first_line(error: BaseException) -> str:
