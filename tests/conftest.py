@@ -86,6 +86,24 @@ class S3:
     def keys(self, prefix: str = "") -> list[str]:
         return self.server.keys(self.bucket, prefix)
 
+    def check_manifests(self) -> None:
+        """Every manifest in the bucket follows its JSON Schema, as on a local disk."""
+        import obstore
+        from obstore.store import from_url
+
+        client = from_url(f"s3://{self.bucket}", client_options={"allow_http": True})
+        for key in self.keys():
+            name = key.rsplit("/", 1)[-1]
+            if name == "manifest.json" or "/_commits/0" in key:
+                validator = STORE_MANIFEST
+            elif name.startswith("rank-") and name.endswith(".json"):
+                validator = RANK_MANIFEST
+            else:
+                continue
+            document = json.loads(bytes(obstore.get(client, key).bytes()))
+            errors = list(validator.iter_errors(document))
+            assert not errors, f"{key}: {errors[0].message}"
+
 
 def _point_at(monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:
     from s3_support import CREDENTIALS, REGION

@@ -18,7 +18,7 @@ from predict_support import Samples, Teacher, close, expected_logits
 from predstore.read.verify import verify
 from s3_support import free_port
 
-JOB = Path(__file__).resolve().parent.parent / "jobs" / "predict_job.py"
+JOB = Path(__file__).resolve().parent.parent / "helpers" / "jobs" / "predict_job.py"
 
 
 def _env(**extra: str) -> dict[str, str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import shutil
@@ -19,7 +18,6 @@ import torch
 from torch.utils.data import DataLoader
 
 import predstore
-from conftest import RANK_MANIFEST, STORE_MANIFEST
 from predstore.errors import ConfigError, StoreExistsError
 from predstore.read.verify import verify
 from s3_support import CREDENTIALS, REGION
@@ -43,27 +41,6 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
     command = [EXE, *args] if EXE else [sys.executable, "-m", "predstore", *args]
     env = {**os.environ, "COLUMNS": "200"}
     return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
-
-
-def check_manifests(s3) -> None:
-    """Every manifest the store holds follows its JSON Schema (as the local tests check)."""
-    import obstore
-    from obstore.store import from_url
-
-    client = from_url(f"s3://{s3.bucket}", client_options={"allow_http": True})
-    for key in s3.keys(""):
-        name = key.rsplit("/", 1)[-1]
-        validator = (
-            STORE_MANIFEST
-            if name == "manifest.json" or "/_commits/" in key
-            else RANK_MANIFEST
-            if name.startswith("rank-")
-            else None
-        )
-        if validator is not None and not name.startswith("."):
-            document = json.loads(bytes(obstore.get(client, key).bytes()))
-            errors = list(validator.iter_errors(document))
-            assert not errors, f"{key}: {errors[0].message}"
 
 
 # -- locations ---------------------------------------------------------------------------
@@ -114,7 +91,7 @@ def test_write_read_and_analyse_a_store_on_s3(s3) -> None:
     files = store.parquet_files()
     assert files and all(f.startswith(f"{url}/writes/") for f in files)
     assert verify(url, deep=True).ok
-    check_manifests(s3)
+    s3.check_manifests()
 
 
 def test_other_tools_read_exactly_the_committed_parts(s3, tmp_path: Path) -> None:
@@ -174,7 +151,7 @@ def test_modes_finalize_pending_and_vacuum_on_s3(s3) -> None:
     assert len(predstore.open(url)) == 5
     assert len(predstore.vacuum(url, retention=0)) == 3
     assert verify(url, deep=True).ok
-    check_manifests(s3)
+    s3.check_manifests()
 
 
 def test_store_commands_on_s3_and_no_secret_anywhere(s3, tmp_path: Path) -> None:
