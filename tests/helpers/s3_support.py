@@ -52,33 +52,30 @@ class MotoServer:
         assert response.status == 200, response.status
         return name
 
-    def keys(self, bucket: str, prefix: str = "") -> list[str]:
-        """Every object key under ``prefix`` (for the tests' own checks)."""
+    def _boto3(self) -> Any:
+        """An independent client for the tests' own checks (not the one predstore uses)."""
         import boto3
 
-        client = boto3.client(
+        return boto3.client(
             "s3",
             endpoint_url=self.endpoint,
             region_name=REGION,
             aws_access_key_id="x",
             aws_secret_access_key="x",
         )
+
+    def keys(self, bucket: str, prefix: str = "") -> list[str]:
+        """Every object key under ``prefix``."""
+        client = self._boto3()
         keys: list[str] = []
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             keys += [o["Key"] for o in page.get("Contents", [])]
         return keys
 
     def multipart_uploads(self, bucket: str) -> list[str]:
-        import boto3
-
-        client = boto3.client(
-            "s3",
-            endpoint_url=self.endpoint,
-            region_name=REGION,
-            aws_access_key_id="x",
-            aws_secret_access_key="x",
-        )
-        return [u["Key"] for u in client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
+        """The keys of the multipart uploads started and neither completed nor aborted."""
+        uploads = self._boto3().list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+        return [u["Key"] for u in uploads]
 
 
 @dataclass
