@@ -449,7 +449,7 @@ _DEFAULT_CLIENT = {"connect_timeout": "5s", "timeout": "60s"}
 _DEFAULT_RETRY = {"max_retries": 5, "retry_timeout": 60.0}
 _UPLOAD_BUFFER = 8 << 20
 """Bytes an upload buffers before it turns into a multipart upload of parts this size."""
-_COMMIT_ATTEMPTS = 4
+_COMMIT_ATTEMPTS = 2
 _RUNTIME_PID: int | None = None
 """The process whose clients started obstore's I/O runtime (threads that a fork does not copy)."""
 _NONCE = "predstore-nonce"
