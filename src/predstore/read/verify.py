@@ -71,7 +71,7 @@ def verify(
     fs = filesystem_for(path, storage_options=storage_options)
     store = None
     try:
-        store = open(path, filesystem=fs)
+        store = open(path, storage_options=storage_options)
     except PredstoreError as e:
         report.problems.append(str(e))
     if store is not None:
