@@ -241,3 +241,18 @@ def test_forked_workers_get_a_clear_error_not_a_hang(s3) -> None:
     loader = DataLoader(dataset, batch_size=8, num_workers=1, multiprocessing_context="fork")
     with pytest.raises(ConfigError, match="multiprocessing_context='forkserver'"):
         next(iter(loader))
+
+
+def test_storage_options_are_a_write_option_of_both_writers(s3) -> None:
+    from predstore.lightning.prediction_writer import PredictionWriter
+
+    options = predstore.WriteOptions(storage_options={"aws_secret_access_key": SECRET})
+    assert SECRET not in repr(options)
+    assert PredictionWriter(s3.url(), options).options.storage_options == options.storage_options
+    with predstore.StoreWriter(s3.url(), options) as w:
+        w.write({"pred": np.arange(3)}, np.arange(3))
+    assert len(predstore.open(s3.url())) == 3
+    with pytest.raises(ConfigError, match="storage_options must be a mapping"):
+        predstore.WriteOptions(storage_options="aws_region=x")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="object stores"):
+        predstore.StoreWriter("local.pstore", options)
