@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import predstore
-from predstore.errors import ConfigError, StoreExistsError
+from predstore.errors import ConfigError, StorageError, StoreExistsError
 from predstore.read.verify import verify
 from s3_support import CREDENTIALS, REGION
 
@@ -239,7 +239,7 @@ def test_forked_workers_get_a_clear_error_not_a_hang(s3) -> None:
     write(url, range(16))
     dataset = predstore.open(url).dataset(["emb"], cache_bytes=0)
     loader = DataLoader(dataset, batch_size=8, num_workers=1, multiprocessing_context="fork")
-    with pytest.raises(ConfigError, match="multiprocessing_context='forkserver'"):
+    with pytest.raises(StorageError, match="multiprocessing_context='forkserver'"):
         next(iter(loader))
 
 

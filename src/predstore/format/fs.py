@@ -506,7 +506,7 @@ class ObjectFileSystem(FileSystem):
 
         global _RUNTIME_PID
         if _RUNTIME_PID not in (None, os.getpid()):
-            raise ConfigError(
+            raise StorageError(
                 f"{self.root}: this process was forked from one that had used an object store, "
                 "and obstore's I/O runtime does not survive a fork (it would hang); start "
                 "DataLoader workers with multiprocessing_context='forkserver' (or 'spawn'), "
@@ -575,6 +575,16 @@ class ObjectFileSystem(FileSystem):
 
         result = self._request("read", path, obstore.get, self._store(), check_relpath(path))
         return bytes(self._request("read", path, result.bytes))
+
+    def read_metadata(self, path: str, limit: int) -> bytes:
+        # One ranged GET, not a HEAD then a GET: opening a store stays one request.
+        data = self.read_range(path, 0, limit + 1)
+        if len(data) > limit:
+            raise CorruptStoreError(
+                f"{self.uri(path)} is larger than the {limit} bytes predstore reads as "
+                "metadata; the file is damaged or not predstore's"
+            )
+        return data
 
     def read_range(self, path: str, start: int, length: int) -> bytes:
         import obstore
