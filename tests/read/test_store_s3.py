@@ -234,6 +234,20 @@ def test_datasets_in_dataloader_workers_make_their_own_clients(s3, context: str)
     assert sum(len(batch["emb"]) for batch in sequential) == 40
 
 
+def test_both_datasets_take_a_url_and_storage_options(s3) -> None:
+    url = s3.url()
+    write(url, range(12))
+    options = {"aws_endpoint_url": s3.endpoint}
+    mapped = predstore.PredictionDataset(url, ["pred"], storage_options=options)
+    assert int(mapped[5]["pred"]) == 10
+    passes = predstore.SequentialPredictionDataset(
+        url, ["pred"], batch_size=4, storage_options=options
+    )
+    assert sum(len(batch["pred"]) for batch in passes) == 12
+    with pytest.raises(ConfigError, match="pass them to predstore.open"):
+        predstore.PredictionDataset(predstore.open(url), storage_options=options)
+
+
 def test_forked_workers_get_a_clear_error_not_a_hang(s3) -> None:
     url = s3.url()
     write(url, range(16))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import operator
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -96,8 +96,9 @@ class PredictionDataset(Dataset[Any]):
         missing: Missing = "error",
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         preload: bool = False,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> None:
-        store = as_store(path_or_store)
+        store = as_store(path_or_store, storage_options)
         check_choice("order", order, ("index", "storage"))
         check_choice("missing", missing, ("error", "skip"))
         if source is not None and order != "index":
@@ -268,11 +269,17 @@ class _State:
 # -- helpers the sequential dataset shares -------------------------------------------
 
 
-def as_store(path_or_store: StoreLike) -> Store:
+def as_store(path_or_store: StoreLike, storage_options: Mapping[str, Any] | None = None) -> Store:
+    """The store at a path or URL (opened with ``storage_options``), or the store given."""
     if isinstance(path_or_store, Store):
+        if storage_options:
+            raise ConfigError(
+                "storage_options apply to a store's path or URL; this Store is open already "
+                "(pass them to predstore.open instead)"
+            )
         return path_or_store
     if isinstance(path_or_store, str | os.PathLike):
-        return open_store(path_or_store)
+        return open_store(path_or_store, storage_options=storage_options)
     raise ConfigError(
         f"expected a store path or a predstore.Store, got {type(path_or_store).__name__}"
     )

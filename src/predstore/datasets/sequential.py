@@ -12,7 +12,7 @@ parallel decode per unit; shuffling mixes the rows of a buffer of units.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from queue import Queue
 from typing import Any, Literal
 
@@ -98,8 +98,9 @@ class SequentialPredictionDataset(IterableDataset[Any]):
         transform: Callable[[Any], Any] | None = None,
         rank: int | None = None,
         world_size: int | None = None,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> None:
-        store = as_store(path_or_store)
+        store = as_store(path_or_store, storage_options)
         check_choice("balance", balance, ("pad", "drop", "none"))
         for name, value in (("batch_size", batch_size), ("buffer_size", buffer_size)):
             if value is not None and (not isinstance(value, int) or value < 1):
