@@ -21,7 +21,6 @@ import pyarrow as pa
 from predstore.errors import (
     ConfigError,
     InvalidBatchError,
-    PredstoreError,
     SchemaError,
     StoreExistsError,
 )
@@ -135,6 +134,9 @@ class StoreWriter:
         self._provenance = {"host": socket.gethostname(), "pid": os.getpid(), **(provenance or {})}
         self._started_at = now()
         self._schema: Schema | None = None
+        self._held: list[Batch] = []  # first batches, while a key's type is unknown
+        self._held_bytes = 0
+        self._held_keys: dict[str, KeySchema] = {}  # the schemas the held batches show
         self._parts: PartWriter | None = None
         self._arrays: dict[str, ArrayStream] = {}
         self._shard_rows = 0  # rows per shard of the fixed-shape arrays (0: there are none)
@@ -144,7 +146,9 @@ class StoreWriter:
         self._last_commit = time.monotonic()
         self._closed = False
         self._jobs = OrderedJobs(
-            background=self.options.background, owner=f"the writer of {self.path} (rank {rank})"
+            background=self.options.background,
+            owner=f"the writer of {self.path} (rank {rank})",
+            on_error=self._note_io_error,
         )
         self._encoders = ThreadPoolExecutor(
             max(2, os.cpu_count() or 2), thread_name_prefix="predstore-encode"
@@ -193,22 +197,90 @@ class StoreWriter:
         batch = self._drop_committed(batch)
         if not len(batch):
             return
-        if self._parts is None:
-            self._schema = self._infer(batch)
-            try:
-                batch = self._conform(batch)
-            except PredstoreError:
-                self._schema = None  # the next batch is the first again
-                raise
-            self._start(self._schema, batch)
-        else:
-            batch = self._conform(batch)
+        try:
+            if self._parts is None:
+                self._begin(batch)
+            else:
+                self._add(self._conform(batch))
+        except OSError as e:
+            self._note_io_error(e)
+            raise
+
+    def _add(self, batch: Batch) -> None:
         while len(batch):
             head = batch.slice(0, self._room())
             batch = batch.slice(len(head), len(batch))
             self._append(head)
             if self._commit_due():
                 self._commit_part()
+
+    def _begin(self, batch: Batch) -> None:
+        """Fix the schema from the first batches and start writing them.
+
+        While a key has been ``None`` in every row so far and its type is not
+        declared, the batches are held (copied) in memory, up to
+        ``row_group_bytes``; past that, or when the writer commits, such a key
+        is fixed as a nullable string, with a warning.
+        """
+        if self.plan.schema is not None:  # an append or a resume: the store's schema
+            self._start_with([batch], dict(self.plan.schema.keys))
+            return
+        if self._held:
+            _check_key_sets(list(self._held[0].columns), batch)
+        revealed = self._infer(batch, self._held_keys)
+        keys = {**self._held_keys, **revealed}
+        if len(keys) < len(batch.columns) and (
+            self._held_bytes + batch.nbytes <= self.options.row_group_bytes
+        ):
+            # What would fail when the schema is fixed fails now: this batch against every
+            # known key, the held batches against the keys this batch reveals.
+            for key, spec in keys.items():
+                conform(key, spec, batch.columns[key])
+            for one in self._held:
+                for key, spec in revealed.items():
+                    conform(key, spec, one.columns[key])
+            self._held.append(batch.copy())
+            self._held_bytes += batch.nbytes
+            self._held_keys = keys
+            return
+        self._start_with([*self._held, batch], keys)
+
+    def _start_with(self, held: list[Batch], keys: dict[str, KeySchema]) -> None:
+        """Start the write with the schemas ``keys`` and add the ``held`` batches. Nothing is fixed
+        by a start that fails before a row is buffered: the next batch is the first again."""
+        schema = self.plan.schema
+        if schema is None:
+            unknown = [k for k in held[0].columns if k not in keys]
+            if unknown:
+                warnings.warn(
+                    f"{self.path}: keys {unknown} were None in every row of the first "
+                    f"{sum(map(len, held))} rows, so their type is unknown; they are stored as "
+                    f"nullable strings. Declare their type, e.g. keys={{{unknown[0]!r}: "
+                    "KeySpec(dtype='float32')}",
+                    stacklevel=4,
+                )
+                nulls = KeySchema(dtypes.STRING, (), "parquet", nullable=True)
+                keys = {**keys, **dict.fromkeys(unknown, nulls)}
+            schema = Schema({k: keys[k] for k in held[0].columns})
+        self._schema = schema
+        try:
+            conformed = [self._conform(b) for b in held]
+            self._start(self._schema, conformed[0])
+            for one in conformed:
+                self._add(one)
+        except BaseException:
+            if self._committed or (self._parts is not None and self._parts.rows):
+                raise  # rows are buffered or committed: the schema stays
+            self._unstart()
+            raise
+        self._held, self._held_bytes, self._held_keys = [], 0, {}
+
+    def _unstart(self) -> None:
+        """Forget a start that failed before any row was buffered."""
+        for stream in self._arrays.values():
+            with contextlib.suppress(Exception):
+                stream.abort()
+        self._parts, self._arrays, self._schema, self._shard_rows = None, {}, None, 0
 
     def validate(
         self,
@@ -244,7 +316,7 @@ class StoreWriter:
             for key, column in batch.columns.items():
                 if key in schema.keys:
                     conform(key, schema.keys[key], column)
-            _check_key_sets(schema, batch)
+            _check_key_sets(list(schema.keys), batch)
 
     def check_rules(self, outputs: Mapping[str, Any]) -> None:
         """Warn, once (on rank 0), about ``keys=`` rules that match no key of the first batch.
@@ -484,15 +556,7 @@ class StoreWriter:
     def _check_open(self) -> None:
         if self._closed:
             raise InvalidBatchError(f"the writer of {self.path} (rank {self.rank}) is closed")
-        try:
-            self._jobs.check()
-        except OSError as e:  # a shard write ran out of disk, lost its mount, ...
-            if not getattr(e, "__notes__", None):
-                e.add_note(
-                    f"predstore: writing {self.path} failed; the {self.rows_committed} rows "
-                    "this rank committed before it are intact"
-                )
-            raise
+        self._jobs.check()  # an OSError carries its note (_note_io_error)
 
     def _drop_committed(self, batch: Batch) -> Batch:
         """Resume skips rows that are committed already; append refuses them."""
@@ -511,19 +575,21 @@ class StoreWriter:
         self.rows_skipped += int(seen.sum())
         return batch.take(~seen)
 
-    def _infer(self, batch: Batch) -> Schema:
-        known = self.plan.schema
-        if known is not None:
-            return known
-        max_bytes = self.options.parquet_max_bytes
-        return Schema(
-            {k: infer(k, c, self._rules.spec(k), max_bytes) for k, c in batch.columns.items()}
-        )
+    def _infer(self, batch: Batch, known: dict[str, KeySchema]) -> dict[str, KeySchema]:
+        """The schemas ``batch`` shows of keys not ``known`` yet (a key that is ``None`` in every
+        row and not declared shows nothing)."""
+        found = {}
+        for key, column in batch.columns.items():
+            if key not in known:
+                spec = infer(key, column, self._rules.spec(key), self.options.parquet_max_bytes)
+                if spec is not None:
+                    found[key] = spec
+        return found
 
     def _conform(self, batch: Batch) -> Batch:
         assert self._schema is not None
         keys = self._schema.keys
-        _check_key_sets(self._schema, batch)
+        _check_key_sets(list(keys), batch)
         columns = {k: conform(k, keys[k], c) for k, c in batch.columns.items()}
         self._note_nulls(batch, columns)
         return Batch(batch.indices, batch.names, batch.dataloader_idx, columns)
@@ -636,6 +702,8 @@ class StoreWriter:
         """End the open part: its arrays' shards and the part file are closed, then the rank
         manifest records them, all on the writer's I/O thread, in that order."""
         self._last_commit = time.monotonic()
+        if self._parts is None and self._held:
+            self._start_with(list(self._held), self._held_keys)
         if self._parts is None or not self._parts.rows:
             return
         for stream in self._arrays.values():
@@ -654,12 +722,23 @@ class StoreWriter:
         try:
             self._committed.append(part.finish())
             self._save("open", schema, expected)
-        except OSError as e:  # disk full, permissions, a lost mount: say what it means for the data
-            e.add_note(
-                f"predstore: committing part {part.path} of {self.path} failed; the "
-                f"{self.rows_committed} rows this rank committed before it are intact"
-            )
+        except OSError as e:
+            self._note_io_error(e, part.path)
             raise
+
+    def _note_io_error(self, error: BaseException, part: str | None = None) -> None:
+        """Say once, on an OSError (disk full, permissions, a lost mount), what it means for the data."""
+        if not isinstance(error, OSError) or any(
+            n.startswith("predstore:") for n in getattr(error, "__notes__", ())
+        ):
+            return
+        if part is None:
+            part = self._parts.path if self._parts is not None else "its first part"
+        error.add_note(
+            f"predstore: writing {part} of {self.path} (rank {self.rank}) failed; its rows are "
+            f"not committed, the {self.rows_committed} rows this rank committed before it are "
+            "intact (predstore finalize, or mode='resume', picks them up)"
+        )
 
     def _stop(self) -> None:
         """Let the I/O thread finish what is queued, and stop the threads."""
@@ -692,13 +771,14 @@ class StoreWriter:
         )
 
 
-def _check_key_sets(schema: Schema, batch: Batch) -> None:
-    extra = [k for k in batch.columns if k not in schema.keys]
-    missing = [k for k in schema.keys if k not in batch.columns]
+def _check_key_sets(keys: list[str], batch: Batch) -> None:
+    extra = [k for k in batch.columns if k not in keys]
+    missing = [k for k in keys if k not in batch.columns]
     if extra or missing:
         raise SchemaError(
             f"the batch's keys differ from the store's: missing {missing or 'none'}, "
-            f"new {extra or 'none'}; every batch has the keys {list(schema.keys)}"
+            f"new {extra or 'none'}; every batch has the keys {keys} (a key without a value "
+            "in a batch is returned as None there, a null)"
         )
 
 
