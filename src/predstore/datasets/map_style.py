@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 from predstore.datasets.batching import Items, collate, items_of, read_rows
 from predstore.datasets.rowreader import RowReader
 from predstore.errors import ConfigError, MissingRowsError, OutOfRangeError, UnknownKeyError
+from predstore.format import provenance
 from predstore.format.dtypes import NDArray
 from predstore.format.fs import FileSystem
 from predstore.format.manifest import StoreManifest
@@ -72,7 +73,11 @@ class PredictionDataset(Dataset[Any]):
     item ``i`` is ``(source[i], predictions)``: the source's item and the
     dict above for the same global index. A source sample without a stored
     prediction is an error at construction (``MissingRowsError``, naming
-    how many and which), unless ``missing="skip"`` leaves it out.
+    how many and which), unless ``missing="skip"`` leaves it out. Rows pair
+    by position in the source's root dataset, so a source whose class,
+    length or name differs from what the store recorded of the dataset it
+    was predicted on is refused (``ConfigError``); ``check_source=False``
+    allows it (a copy of the same samples under another class, say).
 
     Construction reads the small (Parquet) values and the names. A batch
     (``__getitems__``, what DataLoader calls) is read at once. Fixed-shape
@@ -97,6 +102,7 @@ class PredictionDataset(Dataset[Any]):
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         preload: bool = False,
         storage_options: Mapping[str, Any] | None = None,
+        check_source: bool = True,
     ) -> None:
         store = as_store(path_or_store, storage_options)
         check_choice("order", order, ("index", "storage"))
@@ -111,6 +117,8 @@ class PredictionDataset(Dataset[Any]):
             )
         self.keys = chosen_keys(store, keys)
         self.dataloader_idx = int(dataloader_idx)
+        if source is not None and check_source:
+            check_source_matches(store, source, self.dataloader_idx)
         self.order, self.as_torch, self.transform = order, as_torch, transform
         self.source, self.missing = source, missing
         self.cache_bytes, self.preload = int(cache_bytes), preload
@@ -298,6 +306,25 @@ def chosen_keys(store: Store, keys: Sequence[str] | str | None) -> list[str]:
     if len(set(chosen)) != len(chosen):
         raise ConfigError(f"keys must not repeat, got {chosen}")
     return chosen
+
+
+def check_source_matches(store: Store, source: Any, dataloader_idx: int) -> None:
+    """Refuse a source unlike every dataset the store's writes recorded for the dataloader."""
+    records = [
+        record
+        for write in store.manifest.writes
+        if isinstance(record := write.provenance.get("datasets", {}).get(str(dataloader_idx)), dict)
+    ]
+    found = [provenance.differences(record, source) for record in records]
+    if not records or not all(found):
+        return
+    raise ConfigError(
+        f"source {type(provenance.root_dataset(source)).__name__} is not the dataset dataloader "
+        f"{dataloader_idx} of the store {store.fs.root} was predicted on: it has "
+        f"{'; '.join(found[-1])}. Rows are paired by position in the source, so another dataset "
+        "gets other samples' predictions; pass the dataset that was predicted on, or "
+        "check_source=False if this one holds the same samples in the same order"
+    )
 
 
 def source_items(source: Any, positions: list[int]) -> list[Any]:

@@ -15,6 +15,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from predstore.errors import ConfigError, CoverageError, PredstoreError, StoreNotCommittedError
 from predstore.format.fs import filesystem_for
 from predstore.format.manifest import StoreManifest
+from predstore.format.provenance import describe_dataset
 from predstore.lightning.indices import IndexSource, batch_rows
 from predstore.write.background import BackgroundWriter
 from predstore.write.options import MiB, WriteOptions, check_names, check_options
@@ -260,7 +261,7 @@ class PredictionWriter(BasePredictionWriter):
         writer.set_index_source(_source_summary(self._sources))
         writer.submit(
             outputs,
-            indices,
+            np.array(indices),  # a copy: an index_key tensor may be refilled too
             names=names,
             dataloader_idx=dataloader_idx,
             nbytes=nbytes,
@@ -391,8 +392,14 @@ def _names(value: Any, key: str) -> list[str | None]:
     return names
 
 
-def _to_host(outputs: dict[str, Any]) -> tuple[dict[str, Any], int, Any]:
-    """Start copying device tensors to the host without waiting; the bytes handed over; a wait."""
+def _to_host(outputs: dict[str, Any], *, copy: bool = True) -> tuple[dict[str, Any], int, Any]:
+    """Host copies of the outputs that the caller cannot reach (device tensors start copying
+    without waiting); the bytes handed over; a wait.
+
+    The batch is written on another thread after the hook returns, and a model
+    may refill the same output tensor for the next batch: whatever is kept must
+    be the writer's own. (``copy=False`` is for measuring what the copy costs.)
+    """
     nbytes = 0
     event = None
 
@@ -401,12 +408,16 @@ def _to_host(outputs: dict[str, Any]) -> tuple[dict[str, Any], int, Any]:
         if isinstance(value, torch.Tensor):
             value = value.detach()
             nbytes += value.element_size() * value.nelement()
-            if value.device.type != "cpu":
-                value = value.to("cpu", non_blocking=value.device.type == "cuda")
-                if value.device.type == "cpu" and torch.cuda.is_available() and event is None:
-                    event = torch.cuda.Event()  # type: ignore[no-untyped-call]
-                    event.record()
+            if value.device.type == "cpu" or value.is_sparse or value.is_nested:
+                return value.clone() if copy else value  # the writer refuses non-dense ones
+            value = value.to("cpu", non_blocking=value.device.type == "cuda")  # a new tensor
+            if value.device.type == "cpu" and torch.cuda.is_available() and event is None:
+                event = torch.cuda.Event()  # type: ignore[no-untyped-call]
+                event.record()
             return value
+        if isinstance(value, np.ndarray):
+            nbytes += value.nbytes
+            return value.copy() if copy else value
         if isinstance(value, dict):
             return {k: move(v) for k, v in value.items()}
         if isinstance(value, list | tuple):
@@ -424,8 +435,13 @@ def _source_summary(sources: dict[int, IndexSource]) -> str | None:
 
 def _provenance(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
     cls = type(pl_module)
+    datasets = {
+        str(dl): describe_dataset(getattr(loader, "dataset", None))
+        for dl, loader in enumerate(_predict_loaders(trainer))
+    }
     return {
         "model_class": f"{cls.__module__}.{cls.__qualname__}",
+        "datasets": {dl: d for dl, d in datasets.items() if d is not None},
         "checkpoint": trainer.ckpt_path,
         "world_size": trainer.world_size,
         "num_nodes": trainer.num_nodes,

@@ -578,6 +578,7 @@ class Store:
         missing: Literal["error", "skip"] = "error",
         cache_bytes: int = 256 << 20,
         preload: bool = False,
+        check_source: bool = True,
     ) -> PredictionDataset:
         """The rows as a map-style torch Dataset: see :class:`predstore.PredictionDataset`.
 
@@ -605,6 +606,7 @@ class Store:
             missing=missing,
             cache_bytes=cache_bytes,
             preload=preload,
+            check_source=check_source,
         )
 
     def sequential_dataset(
