@@ -160,7 +160,7 @@ def _copy_of_mixed(factory: pytest.TempPathFactory) -> Path:
 
 def _read_all(path: Path) -> None:
     store = predstore.open(path)
-    for key in store.keys():
+    for key in store.schema.keys:
         store.read(key)
         store.read(key, [5, 1, 63])
     store.scan().collect()
