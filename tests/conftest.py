@@ -79,3 +79,77 @@ def _manifests_follow_their_schemas(request: pytest.FixtureRequest, tmp_path: Pa
     yield
     if not request.node.get_closest_marker("corrupts_manifests"):
         validate_manifests(tmp_path)
+
+
+# -- object storage: a local S3 server (moto) and a fault-injecting proxy -----------
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on 127.0.0.1 at a free port, for the whole session (one per worker)."""
+    from s3_support import MotoServer
+
+    server = MotoServer()
+    yield server
+    server.stop()
+
+
+class S3:
+    """A fresh bucket on the local server; the environment points every S3 client at it."""
+
+    def __init__(self, server, bucket: str, endpoint: str) -> None:
+        self.server, self.bucket, self.endpoint = server, bucket, endpoint
+
+    def url(self, name: str = "preds.pstore") -> str:
+        return f"s3://{self.bucket}/{name}"
+
+    def keys(self, prefix: str = "") -> list[str]:
+        return self.server.keys(self.bucket, prefix)
+
+    def check_manifests(self) -> None:
+        """Every manifest in the bucket follows its JSON Schema, as on a local disk."""
+        import obstore
+        from obstore.store import from_url
+
+        client = from_url(f"s3://{self.bucket}", client_options={"allow_http": True})
+        for key in self.keys():
+            name = key.rsplit("/", 1)[-1]
+            if name == "manifest.json" or "/_commits/0" in key:
+                validator = STORE_MANIFEST
+            elif name.startswith("rank-") and name.endswith(".json"):
+                validator = RANK_MANIFEST
+            else:
+                continue
+            document = json.loads(bytes(obstore.get(client, key).bytes()))
+            errors = list(validator.iter_errors(document))
+            assert not errors, f"{key}: {errors[0].message}"
+
+
+def _point_at(monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:
+    from s3_support import CREDENTIALS, REGION
+
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    monkeypatch.setenv("AWS_REGION", REGION)
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch: pytest.MonkeyPatch) -> S3:
+    _point_at(monkeypatch, s3_server.endpoint)
+    return S3(s3_server, s3_server.new_bucket(), s3_server.endpoint)
+
+
+@pytest.fixture
+def s3_proxy(s3_server, monkeypatch: pytest.MonkeyPatch):
+    """Like ``s3``, through a :class:`s3_support.FaultProxy` (``.proxy``) that can fail requests."""
+    from s3_support import FaultProxy
+
+    proxy = FaultProxy(s3_server.endpoint)
+    _point_at(monkeypatch, proxy.endpoint)
+    env = S3(s3_server, s3_server.new_bucket(), proxy.endpoint)
+    env.proxy = proxy  # type: ignore[attr-defined]
+    yield env
+    proxy.stop()

@@ -9,13 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import lightning.pytorch as pl
 import pytest
-from torch.utils.data import DataLoader
 
 import predstore
 from crash_support import plan, run_trial, soak
-from predict_support import Samples, Teacher, close, expected_logits
+from predict_support import close, expected_logits, resume_and_check
 from predstore.read.verify import verify
 
 PREDICT_JOB = Path(__file__).resolve().parent / "helpers" / "jobs" / "predict_job.py"
@@ -94,15 +92,5 @@ def test_a_killed_ddp_predict_is_recovered_and_resumed(
         assert verify(path, deep=True).ok
     except predstore.StoreNotCommittedError:
         assert not list(path.glob("writes/*/parts/*.parquet"))
-    dataset = Samples(200)
-    left = predstore.pending(path, dataset)
-    writer = predstore.PredictionWriter(str(path), name_key="case", mode="resume")
-    trainer = pl.Trainer(
-        accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, callbacks=[writer]
-    )
-    trainer.predict(Teacher(), DataLoader(left, batch_size=8), return_predictions=False)
-    store = predstore.open(path)
-    assert store.indices().tolist() == list(range(200))
-    assert store.coverage[0].duplicates == 0
-    assert close(store.read("logits"), expected_logits(range(200)))
+    resume_and_check(path, 200)
     assert verify(path).ok

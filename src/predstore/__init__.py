@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import importlib
 import os
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from predstore.errors import (
     CommitConflictError,
@@ -34,7 +35,7 @@ from predstore.errors import (
     UnknownRunError,
 )
 from predstore.format.commit import RETENTION
-from predstore.format.fs import LocalFileSystem
+from predstore.format.fs import filesystem_for
 from predstore.format.manifest import StoreManifest
 from predstore.read.store import Store, open
 from predstore.write.keys import KeySpec
@@ -72,9 +73,17 @@ def __getattr__(name: str) -> object:
 
 
 def finalize(
-    path: str | os.PathLike[str], *, retention: float = RETENTION, allow_shrink: bool = False
+    path: str | os.PathLike[str],
+    *,
+    retention: float = RETENTION,
+    allow_shrink: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> StoreManifest:
     """Commit the rows that the ranks of unfinished writes at ``path`` committed.
+
+    Args:
+        path: the store's directory.
+        retention: seconds the files of a store this commit replaces stay for readers.
 
     Example::
 
@@ -90,13 +99,22 @@ def finalize(
     """
     from predstore.format.commit import finalize as _finalize
 
-    return _finalize(LocalFileSystem(path), retention=retention, allow_shrink=allow_shrink)
+    fs = filesystem_for(path, storage_options=storage_options)
+    return _finalize(fs, retention=retention, allow_shrink=allow_shrink)
 
 
 def vacuum(
-    path: str | os.PathLike[str], *, retention: float = RETENTION, discard_unfinished: bool = False
+    path: str | os.PathLike[str],
+    *,
+    retention: float = RETENTION,
+    discard_unfinished: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Delete the files no reader needs any more; return the write ids deleted.
+
+    Args:
+        path: the store's directory.
+        retention: seconds a replaced write's files stay for readers that opened it before.
 
     Example::
 
@@ -112,12 +130,13 @@ def vacuum(
     """
     from predstore.format.commit import vacuum as _vacuum
 
-    return _vacuum(
-        LocalFileSystem(path), retention=retention, discard_unfinished=discard_unfinished
-    )
+    fs = filesystem_for(path, storage_options=storage_options)
+    return _vacuum(fs, retention=retention, discard_unfinished=discard_unfinished)
 
 
-def upgrade(path: str | os.PathLike[str]) -> StoreManifest:
+def upgrade(
+    path: str | os.PathLike[str], *, storage_options: Mapping[str, Any] | None = None
+) -> StoreManifest:
     """Rewrite a store written by an older predstore in the current format, as one commit.
 
     Example::
@@ -131,7 +150,7 @@ def upgrade(path: str | os.PathLike[str]) -> StoreManifest:
     """
     from predstore.format.commit import upgrade as _upgrade
 
-    return _upgrade(LocalFileSystem(path))
+    return _upgrade(filesystem_for(path, storage_options=storage_options))
 
 
 __all__ = [

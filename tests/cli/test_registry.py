@@ -31,11 +31,12 @@ def scanned(fresh_generated: GeneratedRegistry) -> GeneratedRegistry:
 
 def test_scan_reports_counts_and_problems(fresh_generated: GeneratedRegistry) -> None:
     gen = fresh_generated
-    code, out, _ = _run("registry", "scan", str(gen.root))
+    code, out, err = _run("registry", "scan", str(gen.root))
     assert code == 0
     assert f"{len(gen.specs)} runs indexed (200 read, 0 unchanged, 0 removed)" in out
     problems = len(gen.fatal) + len(gen.warnings)
-    assert f"{problems} problems" in out
+    assert f"{problems} problems" in err
+    assert out.count("\n") == 1 + 1 + problems + 1  # summary, header, one line each, blank
     for run_dir in gen.fatal:
         assert Path(run_dir).name in out
     code, out, _ = _run("registry", "scan", str(gen.root))
@@ -46,9 +47,13 @@ def test_scan_reports_counts_and_problems(fresh_generated: GeneratedRegistry) ->
 
 def test_ls_filters_sorts_and_limits(scanned: GeneratedRegistry) -> None:
     root = str(scanned.root)
-    code, out, _ = _run("registry", "ls", "--root", root)
+    code, out, err = _run("registry", "ls", "--root", root)
     assert code == 0
-    assert f"{len(scanned.specs)} runs" in out
+    assert f"{len(scanned.specs)} runs" in err  # piped: the title on stderr, the rows on stdout
+    header, *rows = out.splitlines()[:-1]
+    assert header.split("\t")[:3] == ["run_id", "name", "status"]
+    assert len(rows) == len(scanned.specs)
+    assert all(r.count("\t") == header.count("\t") for r in rows)  # no value wraps
     code, out, _ = _run(
         "registry",
         "ls",
@@ -72,12 +77,12 @@ def test_ls_filters_sorts_and_limits(scanned: GeneratedRegistry) -> None:
         if "sweep:7" in s.tags and s.status == "completed" and scanned.metrics_of(s).get("val_loss")
     )[:3]
     lines = [line for line in out.splitlines() if "run-" in line]
-    assert [line.split()[1] for line in lines] == [run_id for *_, run_id in expected]
+    assert [line.split("\t")[0] for line in lines] == [run_id for *_, run_id in expected]
     assert "summary.val_loss:min" in out and "hparams.lr" in out
-    code, out, _ = _run("registry", "ls", "-r", root, "--alive")
+    code, out, err = _run("registry", "ls", "-r", root, "--alive")
     running = [s for s in scanned.specs if s.status == "running" and (s.heartbeat_age or 0) < 300]
-    assert f"{len(running)} runs" in out
-    code, out, _ = _run(
+    assert f"{len(running)} runs" in err
+    code, out, err = _run(
         "registry",
         "ls",
         "-r",
@@ -88,7 +93,7 @@ def test_ls_filters_sorts_and_limits(scanned: GeneratedRegistry) -> None:
         "hparams.lr<0.05",
     )
     adam = [s for s in scanned.specs if s.hparams["optimizer"] == "adam" and s.hparams["lr"] < 0.05]
-    assert f"{len(adam)} runs" in out
+    assert f"{len(adam)} runs" in err
 
 
 def test_best_show_and_export(scanned: GeneratedRegistry, tmp_path: Path) -> None:
@@ -104,7 +109,7 @@ def test_best_show_and_export(scanned: GeneratedRegistry, tmp_path: Path) -> Non
         key=lambda c: (-c[0], c[1]),
     )
     rows = [line for line in out.splitlines() if "run-" in line]
-    assert [r.split()[1] for r in rows] == [ranked[0][2], ranked[1][2]]
+    assert [r.split("\t")[0] for r in rows] == [ranked[0][2], ranked[1][2]]
     assert f"{ranked[0][0]:.6g}" in rows[0]
 
     code, out, _ = _run("registry", "show", "run-005", "-r", root)
@@ -127,8 +132,8 @@ def test_cache_option_and_environment(fresh_generated: GeneratedRegistry, tmp_pa
     code, _, _ = _run("registry", "scan", str(fresh_generated.root), "--cache", str(cache))
     assert code == 0 and cache.is_file()
     assert not (fresh_generated.root / ".predstore-registry.sqlite").exists()
-    code, out, _ = _run("registry", "ls", "-n", "1", env={"PREDSTORE_REGISTRY_CACHE": str(cache)})
-    assert code == 0 and "1 runs" in out
+    code, _, err = _run("registry", "ls", "-n", "1", env={"PREDSTORE_REGISTRY_CACHE": str(cache)})
+    assert code == 0 and "1 runs" in err
 
 
 @pytest.mark.parametrize(

@@ -125,3 +125,43 @@ def test_distillation_reads_teacher_logits_written_by_prediction_writer(tmp_path
     assert len(student.losses) == 18
     assert sorted(student.indices) == sorted(list(range(0, 96, 2)) * 3)
     assert np.mean(student.losses[-6:]) < 0.5 * np.mean(student.losses[:6])
+
+
+class Named(TensorDataset):
+    """A TensorDataset that carries a name, as many dataset classes do."""
+
+    def __init__(self, name: str, *tensors: torch.Tensor) -> None:
+        super().__init__(*tensors)
+        self.name = name
+
+
+def test_a_join_refuses_a_source_unlike_the_predicted_dataset(tmp_path: Path) -> None:
+    x = torch.randn(40, 8, generator=torch.Generator().manual_seed(0))
+    predicted = Named("scans-v2", x, torch.arange(40))
+    path = tmp_path / "teacher.pstore"
+    quiet_trainer(callbacks=[predstore.PredictionWriter(str(path))]).predict(
+        Teacher(),
+        DataLoader(Subset(predicted, range(10, 40)), batch_size=8),
+        return_predictions=False,
+    )
+    recorded = predstore.open(path).manifest.writes[0].provenance["datasets"]
+    assert recorded == {
+        "0": {"class": f"{__name__}.Named", "length": 40, "name": "scans-v2"}
+    }  # the root dataset the indices refer to, through the Subset
+    joined = predstore.PredictionDataset(path, "logits", source=Subset(predicted, range(10, 20)))
+    assert joined[0][1]["index"] == 10
+
+    longer = Named("scans-v2", torch.randn(50, 8), torch.arange(50))
+    other_class = TensorDataset(x, torch.arange(40))
+    renamed = Named("scans-v3", x, torch.arange(40))
+    for source, said in (
+        (longer, "length 50 where the store recorded 40"),
+        (other_class, "class 'torch.utils.data.dataset.TensorDataset' where"),
+        (renamed, "name 'scans-v3' where the store recorded 'scans-v2'"),
+    ):
+        with pytest.raises(predstore.PredstoreError, match=said):
+            predstore.PredictionDataset(path, "logits", source=source, missing="skip")
+    allowed = predstore.open(path).dataset(
+        "logits", source=other_class, missing="skip", check_source=False
+    )
+    assert len(allowed) == 30

@@ -129,7 +129,7 @@ def test_opening_and_reading_a_damaged_store(
     (path / "manifest.json").write_bytes(data if raw[:1] != b"\x00" else raw)
     try:
         store = predstore.open(path)
-        for key in store:
+        for key in store.schema.keys:
             store.read(key)
         store.scan().collect()
     except predstore.PredstoreError:
@@ -164,7 +164,7 @@ def _copy_of_mixed(factory: pytest.TempPathFactory) -> Path:
 
 def _read_all(path: Path) -> None:
     store = predstore.open(path)
-    for key in store:
+    for key in store.schema.keys:
         store.read(key)
         store.read(key, [5, 1, 63])
     store.scan().collect()

@@ -74,9 +74,24 @@ def arm(spec: str | None) -> None:
     from predstore.format import commit as commit_module
     from predstore.format import fs as fs_module
 
-    local = fs_module.LocalFileSystem
-    open_atomic, replace, put_if_absent = local.open_atomic, local.replace, local.put_if_absent
-    replace_if = local.replace_if
+    for cls in (fs_module.LocalFileSystem, fs_module.ObjectFileSystem):
+        _patch(cls, counter)
+
+    original_finalize = commit_module.finalize
+
+    def patched_finalize(*args: Any, **kwargs: Any) -> Any:
+        counter.hit("finalize")
+        return original_finalize(*args, **kwargs)
+
+    for module in list(sys.modules.values()):  # every module that imported finalize by name
+        if getattr(module, "finalize", None) is original_finalize:
+            module.finalize = patched_finalize
+
+
+def _patch(cls: Any, counter: _Counter) -> None:
+    """Crash points in the file operations of the file system class ``cls``."""
+    open_atomic, replace, put_if_absent = cls.open_atomic, cls.replace, cls.put_if_absent
+    replace_if = cls.replace_if
 
     @contextlib.contextmanager
     def patched_open_atomic(self: Any, path: str) -> Iterator[Any]:
@@ -105,16 +120,7 @@ def arm(spec: str | None) -> None:
             counter.hit("decide")
         return created
 
-    original_finalize = commit_module.finalize
-
-    def patched_finalize(*args: Any, **kwargs: Any) -> Any:
-        counter.hit("finalize")
-        return original_finalize(*args, **kwargs)
-
-    local.open_atomic = patched_open_atomic  # type: ignore[method-assign,assignment]
-    local.replace = patched_replace  # type: ignore[method-assign]
-    local.put_if_absent = patched_put  # type: ignore[method-assign]
-    local.replace_if = patched_replace_if  # type: ignore[method-assign]
-    for module in list(sys.modules.values()):  # every module that imported finalize by name
-        if getattr(module, "finalize", None) is original_finalize:
-            module.finalize = patched_finalize
+    cls.open_atomic = patched_open_atomic
+    cls.replace = patched_replace
+    cls.put_if_absent = patched_put
+    cls.replace_if = patched_replace_if

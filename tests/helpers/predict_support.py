@@ -104,3 +104,23 @@ def close(got: Any, want: Any) -> bool:
             np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64), atol=1e-5
         )
     )
+
+
+def resume_and_check(path: Any, samples: int) -> Any:
+    """Predict the samples a killed write left pending with ``mode="resume"``; check every
+    index is stored exactly once with the values the model computes. Returns the store."""
+    from torch.utils.data import DataLoader
+
+    import predstore
+
+    left = predstore.pending(path, Samples(samples))
+    writer = predstore.PredictionWriter(str(path), name_key="case", mode="resume")
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, callbacks=[writer]
+    )
+    trainer.predict(Teacher(), DataLoader(left, batch_size=8), return_predictions=False)
+    store = predstore.open(path)
+    assert store.indices().tolist() == list(range(samples))
+    assert store.coverage[0].duplicates == 0
+    assert close(store.read("logits"), expected_logits(range(samples)))
+    return store

@@ -9,6 +9,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import ml_dtypes
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -412,3 +413,49 @@ def test_a_first_batch_that_fails_leaves_nothing_to_block_the_fixed_rerun(tmp_pa
     predict(path, DataLoader(Samples(6), batch_size=4), name_key="case")
     assert len(predstore.open(path)) == 6
     assert verify(path).ok
+
+
+class ReusesItsOutputs(Teacher):
+    """Fills the same CPU tensor and numpy array in place for every batch, as fast kernels do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.out = torch.zeros(8, 300)
+        self.rank = np.zeros(8, np.int64)
+        self.index = torch.zeros(8, dtype=torch.int64)
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> Any:
+        n = len(batch["x"])
+        self.out[:n] = self(batch["x"])
+        self.rank[:n] = batch["index"].numpy()
+        self.index[:n] = batch["index"]
+        return {"logits": self.out[:n], "copy": self.rank[:n], "i": self.index[:n]}
+
+
+def test_outputs_refilled_in_place_are_stored_as_they_were(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    predict(path, DataLoader(Samples(64), batch_size=8), ReusesItsOutputs(), index_key="i")
+    store = predstore.open(path)
+    assert store.indices().tolist() == list(range(64))
+    assert close(store.read("logits"), expected_logits(range(64)).numpy())
+    assert store.read("copy").tolist() == list(range(64))
+
+
+class ReturnsNone(Teacher):
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> Any:
+        out = super().predict_step(batch, batch_idx, dataloader_idx)
+        late = batch_idx >= 2
+        out["note"] = [f"n{i}" for i in batch["index"].tolist()] if batch_idx == 2 else None
+        out["score"] = out["prob"] if late else None
+        return out
+
+
+def test_none_outputs_are_nulls(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    predict(path, DataLoader(Samples(20), batch_size=4), ReturnsNone())
+    store = predstore.open(path)
+    note = store.read("note").tolist()
+    assert note == [None] * 8 + [f"n{i}" for i in range(8, 12)] + [None] * 8
+    score = store.read("score")
+    assert score.mask.tolist() == [True] * 8 + [False] * 12
+    assert store.schema.keys["score"].dtype == "float32"

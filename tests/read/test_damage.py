@@ -67,7 +67,7 @@ def edit_json(path: Path, change: Callable[[dict[str, Any]], Any]) -> None:
 
 def read_everything(path: Path) -> None:
     store = predstore.open(path)
-    for key in store:
+    for key in store.schema.keys:
         store.read(key)
     store.scan().collect()
 

@@ -187,3 +187,66 @@ def test_read_takes_every_integer_kind(store: predstore.Store) -> None:
     assert store.read("pred", []).shape == (0,)
     with pytest.raises(MissingRowsError, match=str(2**64 - 1)):
         store.read("pred", np.array([2**64 - 1], np.uint64))
+
+
+# -- a Store behaves like its peers (HF datasets, polars, Lance) -------------------
+
+
+def test_rows_by_position_and_iteration_agree_with_len(store: predstore.Store) -> None:
+    assert len(store) == 60
+    first, last = store[0], store[-1]
+    assert (first["index"], first["name"], last["index"]) == (0, "s0", 59)
+    assert list(first) == ["index", "dataloader_idx", "name", *store.keys()]
+    assert np.array_equal(first["logits"], batch([0])["logits"][0])
+    assert first["pred"] == 0 and isinstance(first["pred"], int) and first["label"] == "cls0"
+    assert first["mask"].shape == (1, 20, 30) and first["half"].dtype == ml_dtypes.bfloat16
+    rows = list(store)
+    assert len(rows) == len(store) and [r["index"] for r in rows] == list(range(60))
+    assert [r["index"] for r in store[10:13]] == [10, 11, 12]
+    assert np.array_equal(rows[33]["boxes"], store.read("boxes", [33])[0])
+    with pytest.raises(IndexError, match="row 60 is out of range for a store of 60 rows"):
+        store[60]
+    with pytest.raises(TypeError, match=r"store\.read\(key\)"):
+        store["logits"]  # type: ignore[index]
+
+
+def test_row_by_index_or_name(store: predstore.Store) -> None:
+    by_index, by_name = store.row(17), store.row(name="s17")
+    assert by_index["index"] == by_name["index"] == 17
+    assert np.array_equal(by_index["mask"], by_name["mask"])
+    assert np.array_equal(by_index["logits"], batch([17])["logits"][0])
+    with pytest.raises(MissingRowsError, match="not in dataloader 0"):
+        store.row(99)
+    with pytest.raises(InvalidBatchError, match="index or its name"):
+        store.row(1, name="s1")
+
+
+def test_tables_hold_every_key(store: predstore.Store) -> None:
+    head = store.head(3)
+    assert isinstance(head, pl.DataFrame) and head["index"].to_list() == [0, 1, 2]
+    assert head.columns == store.columns
+    assert store.columns[:3] == ["index", "dataloader_idx", "name"]
+    assert {"logits", "mask", "mask.shape", "boxes", "half", "label"} <= set(store.columns)
+    frame = store.to_polars()
+    assert frame.height == 60 and frame.columns == store.columns
+    assert np.array_equal(frame["logits"].to_numpy()[:2], batch([0, 1])["logits"])
+    assert frame["mask.shape"][5].to_list() == [3, 20, 30]
+    table = store.to_arrow()
+    assert table.num_rows == 60 and table.column_names == store.columns
+    pandas = store.to_pandas(arrays=True)
+    assert list(pandas.columns) == store.columns
+    assert np.array_equal(np.asarray(pandas["logits"][7]), batch([7])["logits"][0])
+    parquet_only = store.to_pandas()
+    assert "logits" not in parquet_only.columns and "boxes" in parquet_only.columns
+
+
+def test_to_hf_is_a_datasets_dataset(store: predstore.Store) -> None:
+    datasets = pytest.importorskip("datasets")
+    ds = store.to_hf()
+    assert isinstance(ds, datasets.Dataset) and len(ds) == len(store)
+    assert ds[4]["name"] == "s4" and len(ds[4]["logits"]) == 300
+
+
+def test_repr_shows_rows_keys_and_size(store: predstore.Store) -> None:
+    text = repr(store)
+    assert "60 rows, 7 keys" in text and " on disk" in text

@@ -41,8 +41,59 @@ def test_lists_of_tensors_are_ragged_and_lists_of_numbers_are_scalars() -> None:
     assert batch.columns["z"].kind == "fixed" and batch.columns["z"].values.tolist() == [1, 2]
 
 
-def test_none_values_are_dropped_like_absent_keys() -> None:
-    assert list(normalize({"a": None, "b": [1, 2]}, [0, 1]).columns) == ["b"]
+def test_a_bare_none_is_a_null_in_every_row() -> None:
+    column = normalize({"a": None, "b": [1, 2]}, [0, 1]).columns["a"]
+    assert (column.kind, column.values) == ("null", [None, None])
+
+
+def test_keys_that_flatten_to_the_same_name_are_refused() -> None:
+    for outputs in ({"a.b": 1, "a": {"b": 2}}, {"a": {"b": 2}, "a.b": 1}):
+        with pytest.raises(SchemaError, match=r"key 'a\.b' is given twice"):
+            normalize(outputs, [0, 1])
+
+
+def test_python_ints_beyond_int64_are_uint64_exactly_or_refused() -> None:
+    column = normalize({"u": [2**63 + 1, 1, 2, 3]}, [0, 1, 2, 3]).columns["u"]
+    assert column.dtype == "uint64" and column.values.tolist() == [2**63 + 1, 1, 2, 3]
+    with pytest.raises(SchemaError, match=r"key 'u': the integer 18446744073709551616 does not"):
+        normalize({"u": [2**64, 1]}, [0, 1])
+    with pytest.raises(SchemaError, match=r"key 'u': the integer -9223372036854775809 does not"):
+        normalize({"u": [-(2**63) - 1, 1]}, [0, 1])
+    with pytest.raises(SchemaError, match=r"does not fit in 64 bits"):
+        normalize({"u": [-1, 2**63]}, [0, 1])  # int64 or uint64, not both
+
+
+def test_messages_say_what_is_wrong() -> None:
+    with pytest.raises(SchemaError, match=r"key 'm': the rows of one batch mix strings \('a'\)"):
+        normalize({"m": [1, "a", 2.0, None]}, [0, 1, 2, 3])
+    ragged = normalize({"r": [[1, 2], [3], [4, 5, 6], []]}, [0, 1, 2, 3]).columns["r"]
+    assert ragged.dtype == "int64" and [len(r) for r in ragged.values] == [2, 1, 3, 0]
+    with pytest.raises(SchemaError, match=r"row 0 is float32, row 1 is int64"):
+        normalize({"r": [np.zeros(2, np.float32), np.zeros(2, np.int64)]}, [0, 1])
+    with pytest.raises(InvalidBatchError, match=r"below 2\*\*63.*\[18446744073709551615\]"):
+        normalize({"x": [1]}, np.array([2**64 - 1], np.uint64))
+    with pytest.raises(InvalidBatchError, match=r"below 2\*\*63.*\[9223372036854775808\]"):
+        normalize({"x": [1, 2]}, [2**63, 1])
+
+
+def test_text_that_is_not_unicode_is_refused_with_its_name() -> None:
+    with pytest.raises(SchemaError, match=r"key 'bad\\udc80' is not valid Unicode"):
+        normalize({"bad\udc80": [1]}, [0])
+    with pytest.raises(InvalidBatchError, match=r"entry 1 \('x\\udc80'\) holds an unpaired"):
+        normalize({"k": [1, 2]}, [0, 1], names=["ok", "x\udc80"])
+
+
+def test_tensors_without_dense_values_are_refused_with_a_way_out() -> None:
+    dense = torch.eye(2)
+    with pytest.raises(SchemaError, match=r"key 's': a sparse_coo tensor .*to_dense\(\)"):
+        normalize({"s": dense.to_sparse()}, [0, 1])
+    with pytest.raises(SchemaError, match=r"key 's': a sparse_csr tensor"):
+        normalize({"s": dense.to_sparse_csr()}, [0, 1])
+    with pytest.raises(SchemaError, match=r"key 'm': a tensor on the meta device"):
+        normalize({"m": torch.empty(2, 3, device="meta")}, [0, 1])
+    nested = torch.nested.nested_tensor([torch.zeros(2), torch.zeros(3)])
+    with pytest.raises(SchemaError, match=r"key 'n': a nested tensor .*unbind\(\)"):
+        normalize({"n": nested}, [0, 1])
 
 
 def test_length_mismatch_names_key_and_both_lengths() -> None:

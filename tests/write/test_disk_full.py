@@ -67,16 +67,33 @@ def write_until_full(path: Path, filesystem: LocalFileSystem | None = None) -> B
     raise AssertionError("the disk never filled")
 
 
-def test_enospc_is_a_clear_error_and_the_last_commit_stays(tmp_path: Path) -> None:
+class FullShardsFileSystem(FillingFileSystem):
+    """Space runs out while a Zarr shard is written (on the writer's I/O thread)."""
+
+    @contextlib.contextmanager
+    def open_atomic(self, path: str) -> Iterator[IO[bytes]]:
+        if "/c/" not in path:
+            with LocalFileSystem.open_atomic(self, path) as file:
+                yield file
+            return
+        with super().open_atomic(path) as file:
+            yield file
+
+
+@pytest.mark.parametrize(
+    ("filesystem", "budget"), [(FillingFileSystem, 200_000), (FullShardsFileSystem, 100_000)]
+)
+def test_enospc_is_a_clear_error_and_the_last_commit_stays(
+    tmp_path: Path, filesystem: type[FillingFileSystem], budget: int
+) -> None:
     path = tmp_path / "s"
     with predstore.StoreWriter(path) as writer:
         writer.write(batch(range(40)), range(40))
-    error = write_until_full(path, FillingFileSystem(path, budget=200_000))
+    error = write_until_full(path, filesystem(path, budget=budget))
     assert error.errno == errno.ENOSPC
-    assert any(
-        "rows this rank committed before it are intact" in n
-        for n in getattr(error, "__notes__", [])
-    )
+    notes = " ".join(getattr(error, "__notes__", []))
+    assert "predstore: writing writes/" in notes and ".parquet of " in notes  # the part
+    assert "rows this rank committed before it are intact" in notes
     store = predstore.open(path)
     assert_rows(store, range(40))  # generation 1, untouched
     assert store.manifest.generation == 1

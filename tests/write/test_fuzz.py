@@ -18,6 +18,7 @@ scalars = (
     st.none()
     | st.booleans()
     | st.integers(-(2**70), 2**70)
+    | st.sampled_from([2**63 - 1, 2**63, 2**63 + 1, 2**64 - 1, 2**64, -(2**63), -(2**63) - 1])
     | st.floats()
     | st.text(max_size=5)
     | st.binary(max_size=4)
@@ -54,6 +55,22 @@ torch_dtypes = st.sampled_from(
 )
 
 
+odd_layouts = st.sampled_from(["strided"] * 6 + ["sparse", "csr", "meta", "nested"])
+
+
+def _odd_tensor(layout: str, dense: torch.Tensor) -> torch.Tensor:
+    """``dense``, or the same values as a sparse, meta or nested tensor (which must be refused)."""
+    if layout == "sparse" and dense.dtype in (torch.float32, torch.int64):
+        return dense.to_sparse()
+    if layout == "csr" and dense.ndim == 2 and dense.dtype == torch.float32:
+        return dense.to_sparse_csr()
+    if layout == "meta":
+        return dense.to("meta")
+    if layout == "nested" and dense.ndim >= 2 and dense.dtype == torch.float32:
+        return torch.nested.nested_tensor(list(dense))
+    return dense
+
+
 @st.composite
 def arrays(draw: st.DrawFn, rows: int) -> Any:
     shape = (
@@ -64,13 +81,21 @@ def arrays(draw: st.DrawFn, rows: int) -> Any:
         dtype = draw(torch_dtypes)
         if dtype == torch.quint8:
             return torch.quantize_per_tensor(torch.zeros(shape), 0.1, 0, torch.quint8)
-        return torch.zeros(shape, dtype=dtype)
+        return _odd_tensor(draw(odd_layouts), torch.zeros(shape, dtype=dtype))
     dtype = draw(numpy_dtypes)
     return (
         np.zeros(shape, dtype=dtype)
         if dtype != "O"
         else np.array([object()] * shape[0], dtype=object)
     )
+
+
+key_names = (
+    st.text(max_size=6)
+    | st.text(alphabet="ab.", min_size=1, max_size=3)  # nested and dotted keys that collide
+    | st.text(alphabet=st.characters(categories=["Cs", "Ll"]), min_size=1, max_size=3)
+    | st.text(alphabet="é/.%~ ", min_size=200, max_size=300)  # longer than a file name may be
+)
 
 
 @st.composite
@@ -89,14 +114,14 @@ def values(draw: st.DrawFn, rows: int) -> Any:
             )
         )
     if kind == "dict":
-        return {draw(st.text(max_size=4)): draw(scalars)}
+        return {draw(key_names): draw(scalars) for _ in range(draw(st.integers(1, 2)))}
     return draw(st.sampled_from([object(), Path("x"), {1, 2}, slice(1), range(rows)]))
 
 
 @st.composite
 def batches(draw: st.DrawFn) -> tuple[dict[Any, Any], Any, Any]:
     rows = draw(st.integers(0, 5))
-    keys = draw(st.lists(st.text(max_size=6) | st.integers(), max_size=4, unique_by=str))
+    keys = draw(st.lists(key_names | st.integers(), max_size=4, unique_by=str))
     outputs = {k: draw(values(rows)) for k in keys}
     indices = draw(
         st.sampled_from(
@@ -108,15 +133,27 @@ def batches(draw: st.DrawFn) -> tuple[dict[Any, Any], Any, Any]:
                 None,
                 np.arange(rows),
                 torch.arange(rows),
+                np.full(rows, 2**64 - 1, np.uint64),
+                [2**63] * rows,
             ]
         )
     )
     names = draw(
-        st.sampled_from([None, [f"n{i}" for i in range(rows)], [1] * rows, "name", [None] * rows])
+        st.sampled_from(
+            [
+                None,
+                [f"n{i}" for i in range(rows)],
+                [1] * rows,
+                "name",
+                [None] * rows,
+                ["\udc80"] * rows,
+            ]
+        )
     )
     return outputs, indices, names
 
 
+@pytest.mark.filterwarnings("ignore:.*were None in every row:UserWarning")
 @settings(
     max_examples=int(os.environ.get("PREDSTORE_EXAMPLES", "300")),
     deadline=None,
@@ -144,5 +181,5 @@ def test_only_documented_errors_escape_write(
     writer.close()
     event(f"batches written: {min(accepted, 2)}{'+' if accepted > 2 else ''}")
     store = predstore.open(path)  # whatever was accepted is committed and readable
-    for key in store:
+    for key in store.schema.keys:
         store.read(key)

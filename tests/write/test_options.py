@@ -41,6 +41,10 @@ def _another_value(name: str, default: Any) -> Any:
         return "zstd"
     if name == "codec_level":
         return 3
+    if (
+        name == "storage_options"
+    ):  # empty: a local store takes none (an object store's are tested on S3)
+        return {}
     if isinstance(default, bool):
         return not default
     return default * 2

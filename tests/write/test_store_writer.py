@@ -23,6 +23,7 @@ from predstore.errors import (
 )
 from predstore.format.commit import load_rank_manifest
 from predstore.format.fs import LocalFileSystem
+from predstore.write.keys import KeySpec
 from support import assert_rows, batch, write_ranks
 
 
@@ -476,3 +477,130 @@ def test_many_small_appends_cost_at_most_a_tenth_more_than_their_values(tmp_path
     assert sum(files.values()) <= raw * 1.10, (raw, sum(files.values()))
     got = predstore.open(tmp_path / "s").read("logits")
     assert np.array_equal(got.view(np.uint32), np.concatenate(written).view(np.uint32))
+
+
+# -- None, odd keys, wide ints, failed first batches ---------------------------
+
+
+def test_a_bare_none_is_null_for_a_declared_key(tmp_path: Path) -> None:
+    with predstore.StoreWriter(tmp_path / "s", keys={"note": KeySpec(dtype="string")}) as writer:
+        writer.write({"note": None, "x": [1.0, 2.0]}, [0, 1])
+        writer.write({"note": ["late", None], "x": [3.0, 4.0]}, [2, 3])
+        writer.write({"note": None, "x": [5.0, 6.0]}, [4, 5])
+    store = predstore.open(tmp_path / "s")
+    assert store.read("note").tolist() == [None, None, "late", None, None, None]
+    assert store.schema.keys["note"].nullable
+
+
+def test_a_key_none_at_first_takes_the_type_a_later_batch_shows(tmp_path: Path) -> None:
+    with predstore.StoreWriter(tmp_path / "s") as writer:
+        writer.write({"score": None, "x": np.zeros((2, 3), np.float32)}, [0, 1])
+        writer.write({"score": None, "x": np.ones((2, 3), np.float32)}, [2, 3])
+        writer.write({"score": torch.tensor([0.5, 1.5]), "x": np.ones((2, 3), np.float32)}, [4, 5])
+        writer.write({"score": None, "x": np.ones((2, 3), np.float32)}, [6, 7])
+    store = predstore.open(tmp_path / "s")
+    score = store.read("score")
+    assert store.schema.keys["score"].dtype == "float32"
+    assert score.mask.tolist() == [True] * 4 + [False] * 2 + [True] * 2
+    assert score[4:6].tolist() == [0.5, 1.5]
+    assert store.read("x").tolist()[:2] == [[0.0] * 3] * 2  # the held batches, kept exactly
+
+
+def test_held_batches_are_copies(tmp_path: Path) -> None:
+    buffer = np.zeros((2, 3), np.float32)
+    with predstore.StoreWriter(tmp_path / "s") as writer:
+        writer.write({"note": None, "x": buffer}, [0, 1])
+        buffer += 7  # the caller reuses its buffer before the type of 'note' is known
+        writer.write({"note": ["a", "b"], "x": buffer}, [2, 3])
+    assert predstore.open(tmp_path / "s").read("x")[:, 0].tolist() == [0, 0, 7, 7]
+
+
+def test_a_key_that_is_never_anything_but_none(tmp_path: Path) -> None:
+    warns = pytest.warns(UserWarning, match=r"keys \['note'\] were None in every row .*KeySpec")
+    with warns, predstore.StoreWriter(tmp_path / "s") as writer:
+        writer.write({"note": None, "x": [1, 2]}, [0, 1])
+    store = predstore.open(tmp_path / "s")
+    assert store.read("note").tolist() == [None, None]
+    assert store.read("x").tolist() == [1, 2]
+
+
+def test_none_for_a_zarr_key_is_an_error_naming_it(tmp_path: Path) -> None:
+    with predstore.StoreWriter(tmp_path / "s") as writer:
+        writer.write({"logits": np.zeros((2, 1000), np.float32)}, [0, 1])
+        with pytest.raises(SchemaError, match=r"key 'logits' is None in this batch.*Zarr"):
+            writer.write({"logits": None}, [2, 3])
+        writer.write({"logits": np.ones((2, 1000), np.float32)}, [2, 3])
+    assert predstore.open(tmp_path / "s").manifest.rows == 4
+    warns = pytest.warns(UserWarning, match=r"keys \['logits'\] were None in every row")
+    with warns, predstore.StoreWriter(tmp_path / "t") as writer:
+        writer.write({"logits": None, "k": [1, 2]}, [0, 1])
+        with pytest.raises(SchemaError, match=r"key 'logits' is None in this batch.*Zarr"):
+            writer.write({"logits": np.ones((2, 1000), np.float32), "k": [3, 4]}, [2, 3])
+
+
+def test_long_and_odd_keys_work(tmp_path: Path) -> None:
+    keys = ["k" * 300, "é" * 200, "a/b", "..", "CON", "sp ace", "x" * 299 + "y"]
+    values = {k: np.full((2, 300), i, np.float32) for i, k in enumerate(keys)}
+    with predstore.StoreWriter(tmp_path / "s", keys={"*": "zarr"}) as writer:
+        writer.write(values, [0, 1])
+    store = predstore.open(tmp_path / "s")
+    for i, key in enumerate(keys):
+        assert store.read(key, [1])[0, 0] == i
+    assert all(len(entry.path.rsplit("/", 1)[-1]) <= 120 for entry in store.manifest.arrays)
+
+
+class FailingZarrFileSystem(LocalFileSystem):
+    """A local store whose first Zarr array cannot be created (a transient I/O error)."""
+
+    failures = 1
+
+    def zarr_store(self, path: str, *, read_only: bool) -> object:
+        if not read_only and self.failures:
+            self.failures -= 1
+            raise OSError(5, "Input/output error", path)
+        return super().zarr_store(path, read_only=read_only)
+
+
+def test_a_failed_first_batch_fixes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    fs = FailingZarrFileSystem(path)
+    with predstore.StoreWriter(path, filesystem=fs) as writer:
+        with pytest.raises(OSError, match="Input/output error"):
+            writer.write({"big": np.zeros((2, 1000), np.float32)}, [0, 1])
+        assert writer.schema is None
+        writer.write({"small": [1, 2]}, [0, 1])  # another first batch, other keys
+    store = predstore.open(path)
+    assert list(store.schema.keys) == ["small"] and store.read("small").tolist() == [1, 2]
+
+
+def test_wide_python_ints_are_stored_exactly(tmp_path: Path) -> None:
+    with predstore.StoreWriter(tmp_path / "s") as writer:
+        writer.write({"u": [2**63 + 1, 1, 2, 3]}, [0, 1, 2, 3])
+        writer.write({"u": [4, 5]}, [4, 5])  # Python ints fit the key's uint64
+        with pytest.raises(
+            SchemaError, match=r"key 'u': the value -1 does not fit its dtype uint64"
+        ):
+            writer.write({"u": [-1, 5]}, [6, 7])
+    assert predstore.open(tmp_path / "s").read("u").tolist() == [2**63 + 1, 1, 2, 3, 4, 5]
+    with predstore.StoreWriter(tmp_path / "t") as writer:
+        writer.write({"i": [1, 2]}, [0, 1])
+        with pytest.raises(
+            SchemaError, match=r"the value 9223372036854775809 does not fit its dtype int64.*uint64"
+        ):
+            writer.write({"i": [2**63 + 1, 1]}, [2, 3])
+    with predstore.StoreWriter(tmp_path / "d", keys={"u": KeySpec(dtype="uint64")}) as writer:
+        writer.write({"u": [1, 2]}, [0, 1])
+        writer.write({"u": [2**64 - 1, 2]}, [2, 3])
+    assert predstore.open(tmp_path / "d").read("u").tolist() == [1, 2, 2**64 - 1, 2]
+
+
+def test_a_type_revealed_that_held_batches_cannot_hold_refuses_the_batch(tmp_path: Path) -> None:
+    warns = pytest.warns(UserWarning, match=r"keys \['logits'\] were None in every row")
+    with warns, predstore.StoreWriter(tmp_path / "s") as writer:
+        writer.write({"logits": None, "note": None}, [0, 1])
+        with pytest.raises(SchemaError, match=r"key 'logits' is None in this batch.*Zarr"):
+            writer.write({"logits": np.ones((2, 1000), np.float32), "note": None}, [2, 3])
+        writer.write({"logits": None, "note": ["a", "b"]}, [2, 3])
+    store = predstore.open(tmp_path / "s")
+    assert store.schema.keys["logits"].dtype == "string"  # never shown a value: a warning said so
+    assert store.read("note").tolist() == [None, None, "a", "b"]

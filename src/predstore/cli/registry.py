@@ -18,8 +18,8 @@ from typing import Annotated, Any, Literal
 import polars as pl
 import typer
 from rich.console import Console
-from rich.table import Table
 
+from predstore.cli.output import print_line, print_table, progress
 from predstore.errors import PredstoreError
 from predstore.registry import Registry, scan
 from predstore.registry.query.table_export import write_table
@@ -31,6 +31,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 
 RootOption = Annotated[
@@ -90,11 +91,6 @@ AliveOption = Annotated[
 Shown = tuple[str, str, Callable[[Any], str]]
 
 
-def _console() -> Console:
-    # Created per command so COLUMNS and redirection are honoured at call time.
-    return Console(highlight=False, soft_wrap=False)
-
-
 @contextmanager
 def _errors() -> Iterator[None]:
     try:
@@ -119,21 +115,22 @@ def scan_command(
     cache: CacheOption = None,
 ) -> None:
     """Index the run directories under ROOT (incrementally, by modification time)."""
-    with _errors():
+    with _errors(), progress(f"scanning {root}"):
         report = scan(root, cache=cache, full=full)
-    console = _console()
-    console.print(
+    print_line(
         f"Scanned {report.root}: {report.runs} runs indexed ({report.read} read, "
         f"{report.unchanged} unchanged, {report.removed} removed) in {report.seconds:.2f}s; "
         f"cache {report.cache}"
     )
     if report.problems:
-        table = Table(title=f"{len(report.problems)} problems", title_justify="left")
-        for column in ("run directory", "file", "problem", "indexed"):
-            table.add_column(column, overflow="fold")
-        for p in report.problems:
-            table.add_row(p.run_dir, p.file or "-", p.message, "no" if p.fatal else "yes")
-        console.print(table)
+        print_table(
+            f"{len(report.problems)} problems",
+            ("run directory", "file", "problem", "indexed"),
+            [
+                (p.run_dir, p.file or "-", p.message, "no" if p.fatal else "yes")
+                for p in report.problems
+            ],
+        )
 
 
 @app.command("ls")
@@ -151,7 +148,9 @@ def ls_command(
         ),
     ] = None,
     desc: Annotated[bool, typer.Option("--desc", help="Sort in descending order.")] = False,
-    limit: Annotated[int | None, typer.Option("--limit", "-n", min=0)] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", "-n", min=0, help="Show at most this many runs.")
+    ] = None,
     column: Annotated[
         list[str] | None,
         typer.Option("--column", "-c", help="Extra field to show (summary.X, hparams.X)."),
@@ -189,7 +188,9 @@ def best_command(
     maximize: Annotated[
         bool, typer.Option("--max/--min", help="Rank by the highest (or lowest) value reached.")
     ] = False,
-    limit: Annotated[int | None, typer.Option("--limit", "-n", min=0)] = 10,
+    limit: Annotated[
+        int | None, typer.Option("--limit", "-n", min=0, help="Show at most this many runs.")
+    ] = 10,
     root: RootOption = Path("."),
     cache: CacheOption = None,
     status: StatusOption = None,
@@ -224,13 +225,11 @@ def show_command(
     """Show everything the registry knows about one run."""
     with _open(root, cache, stale_after) as registry, _errors():
         detail = registry.show(run_id)
-    console = _console()
-    info = Table(show_header=False, title=f"run {detail.info['run_id']}", title_justify="left")
-    info.add_column("field", style="bold")
-    info.add_column("value", overflow="fold")
-    for key, value in detail.info.items():
-        info.add_row(key, _cell(value))
-    console.print(info)
+    print_table(
+        f"run {detail.info['run_id']}",
+        ("field", "value"),
+        [(key, _cell(value)) for key, value in detail.info.items()],
+    )
     for title, frame in (
         ("summary", detail.summary),
         ("hyperparameters", detail.hparams),
@@ -238,7 +237,9 @@ def show_command(
         ("problems", detail.problems),
     ):
         if frame.height:
-            console.print(_frame_table(frame, title))
+            print_table(
+                title, frame.columns, [[_cell(v) for v in row] for row in frame.iter_rows()]
+            )
 
 
 @app.command("export")
@@ -256,7 +257,7 @@ def export_command(
     with _open(root, cache, stale_after) as registry, _errors():
         frame = registry.table(status=status, tags=tag, alive=True if alive else None, where=where)
         path = write_table(frame, out)
-    _console().print(f"Wrote {frame.height} runs, {frame.width} columns to {path}")
+    print_line(f"Wrote {frame.height} runs, {frame.width} columns to {path}")
 
 
 # -- rendering ----------------------------------------------------------------------
@@ -270,21 +271,14 @@ def _render_runs(
     frame: pl.DataFrame, shown: Sequence[Shown], registry: Registry, title: str
 ) -> None:
     scanned = datetime.fromtimestamp(registry.scanned_at, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
-    table = Table(title=f"{title}, as of the scan at {scanned} UTC", title_justify="left")
-    for header, column, _ in shown:
-        table.add_column(header, no_wrap=column in ("run_id", "status"), overflow="fold")
-    for row in frame.iter_rows(named=True):
-        table.add_row(*(render(row[column]) for _, column, render in shown))
-    _console().print(table)
-
-
-def _frame_table(frame: pl.DataFrame, title: str) -> Table:
-    table = Table(title=title, title_justify="left")
-    for name in frame.columns:
-        table.add_column(name, overflow="fold")
-    for row in frame.iter_rows():
-        table.add_row(*(_cell(v) for v in row))
-    return table
+    print_table(
+        f"{title}, as of the scan at {scanned} UTC",
+        [header for header, _, _ in shown],
+        [
+            [render(row[column]) for _, column, render in shown]
+            for row in frame.iter_rows(named=True)
+        ],
+    )
 
 
 def _cell(value: Any) -> str:

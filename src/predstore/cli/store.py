@@ -6,35 +6,48 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import msgspec
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from predstore.errors import PredstoreError
-from predstore.read.inspect import human_bytes as _bytes
+from predstore.cli.output import print_line, print_table, progress
+from predstore.errors import ConfigError, PredstoreError
 
-console = Console()
-errors = Console(stderr=True)
+errors = Console(stderr=True, highlight=False, soft_wrap=True)
 
-StorePath = Annotated[Path, typer.Argument(help="The store directory.", show_default=False)]
+StorePath = Annotated[
+    str,
+    typer.Argument(
+        help="The store: a directory, or an s3:// (gs://, az://) URL configured by the "
+        "standard environment variables (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...).",
+        show_default=False,
+        metavar="STORE",
+    ),
+]
 
 
 def register(app: typer.Typer) -> None:
-    for command in (info, verify, finalize, vacuum, compact, upgrade, export):
+    for command in (info, verify, finalize, vacuum, compact, upgrade, export, parts):
         app.command()(command)
 
 
 @contextmanager
 def _friendly_errors() -> Iterator[None]:
-    """predstore's own errors end the command with their message and exit status 1."""
+    """predstore's errors and file system errors end the command with one line and exit status 1."""
     try:
         yield
     except PredstoreError as e:
-        errors.print(f"[bold red]error:[/] {e}", highlight=False)
-        raise typer.Exit(1) from None
+        _fail(str(e))
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        _fail(f"{where}{e.strerror or e}")
+
+
+def _fail(message: str) -> NoReturn:
+    errors.print(f"[bold red]error:[/] {' '.join(message.split())}", markup=True)
+    raise typer.Exit(1) from None
 
 
 def info(
@@ -43,7 +56,7 @@ def info(
 ) -> None:
     """Rows, keys (storage, dtype, shape, bytes, compression), coverage, writes and provenance."""
     import predstore
-    from predstore.read.inspect import disk_bytes, file_count, key_usage
+    from predstore.read.inspect import disk_bytes, file_count, human_bytes, key_usage
 
     with _friendly_errors():
         store = predstore.open(path)
@@ -52,47 +65,58 @@ def info(
             return
         usage = key_usage(store)
     m = store.manifest
-    console.print(
-        f"[bold]{store.path}[/]  generation {m.generation}, committed {m.committed_at}\n"
+    print_line(f"{store.path}  generation {m.generation}, committed {m.committed_at}")
+    print_line(
         f"{m.rows:,} rows, {len(m.schema.keys)} keys, {file_count(store)} data files, "
-        f"{_bytes(disk_bytes(store))} on disk"
+        f"{human_bytes(disk_bytes(store))} on disk"
     )
-    keys = _table("key", "storage", "dtype", "shape", "on disk", "raw", "ratio", title="Keys")
-    for u in usage:
-        ratio = "" if math.isnan(u.ratio) else f"{u.ratio:.2f}x"
-        keys.add_row(
-            u.key, u.storage, u.dtype, u.shape, _bytes(u.disk_bytes), _bytes(u.raw_bytes), ratio
-        )
-    console.print(keys)
-    cover = _table(
-        "dataloader", "expected", "written", "unique", "duplicates", "missing", title="Coverage"
-    )
-    for dl, c in sorted(m.coverage.items()):
-        cover.add_row(
-            str(dl), _n(c.expected), _n(c.written), _n(c.unique), _n(c.duplicates), _n(c.missing)
-        )
-    console.print(cover)
-    console.print("[bold]Writes[/]")
-    for w in m.writes:
-        ranks = ", ".join(f"{r} {state}" for r, state in sorted(w.ranks.items()))
-        console.print(
-            f"  {w.write_id}  {w.mode}, {w.rows:,} rows, indices from {w.index_source or 'the caller'}\n"
-            f"    {w.world_size} rank(s): {ranks}; {w.started_at} to {w.ended_at}",
-            highlight=False,
-        )
-        details = {
-            k: v
-            for k, v in w.provenance.items()
-            if k not in ("pid", "world_size") and v is not None
-        }
-        if details:
-            console.print(
-                "    " + ", ".join(f"{k} {v}" for k, v in details.items()), highlight=False
+    print_table(
+        "Keys",
+        ("key", "storage", "dtype", "shape", "on disk", "raw", "ratio"),
+        [
+            (
+                u.key,
+                u.storage,
+                u.dtype,
+                u.shape,
+                human_bytes(u.disk_bytes),
+                human_bytes(u.raw_bytes),
+                "" if math.isnan(u.ratio) else f"{u.ratio:.2f}x",
             )
-    libraries = m.provenance.get("libraries", {})
-    console.print(
-        "Libraries: " + ", ".join(f"{k} {v}" for k, v in libraries.items()), highlight=False
+            for u in usage
+        ],
     )
+    print_table(
+        "Coverage",
+        ("dataloader", "expected", "written", "unique", "duplicates", "missing"),
+        [
+            (str(dl), _n(c.expected), _n(c.written), _n(c.unique), _n(c.duplicates), _n(c.missing))
+            for dl, c in sorted(m.coverage.items())
+        ],
+    )
+    print_table(
+        "Writes",
+        ("write", "mode", "rows", "indices from", "ranks", "started", "ended", "provenance"),
+        [
+            (
+                w.write_id,
+                w.mode,
+                f"{w.rows:,}",
+                w.index_source or "the caller",
+                ", ".join(f"{r} {state}" for r, state in sorted(w.ranks.items())),
+                str(w.started_at),
+                str(w.ended_at),
+                ", ".join(
+                    f"{k} {v}"
+                    for k, v in w.provenance.items()
+                    if k not in ("pid", "world_size") and v is not None
+                ),
+            )
+            for w in m.writes
+        ],
+    )
+    libraries = m.provenance.get("libraries", {})
+    print_line("Libraries: " + ", ".join(f"{k} {v}" for k, v in libraries.items()))
 
 
 def verify(
@@ -100,16 +124,18 @@ def verify(
     deep: Annotated[
         bool,
         typer.Option(
-            help="Also read every byte: every checksum, every value decoded (reads the whole store)."
+            "--deep",
+            help="Also read every byte: every checksum, every value decoded (reads the whole store).",
         ),
     ] = False,
 ) -> None:
     """Check every file of the manifest, the parts, the arrays' extents and the coverage figures."""
     from predstore.read.verify import verify as run
 
-    report = run(path, deep=deep)
+    with _friendly_errors(), progress(f"verifying {path}"):
+        report = run(path, deep=deep)
     for problem in report.problems:
-        errors.print(f"[red]problem:[/] {problem}", highlight=False)
+        errors.print(f"[red]problem:[/] {problem}")
     for w in report.unfinished:
         how = (
             "`predstore finalize` or mode='resume' recovers them"
@@ -118,17 +144,15 @@ def verify(
         )
         errors.print(
             f"[yellow]unfinished write[/] {w.write_id} ({w.mode}, ranks {w.ranks}): "
-            f"{w.rows:,} committed rows not in the store manifest; {how}",
-            highlight=False,
+            f"{w.rows:,} committed rows not in the store manifest; {how}"
         )
     if report.ok:
-        console.print(
-            f"[green]ok[/] {report.path}: generation {report.generation}, {report.rows:,} rows, "
-            f"{report.files_checked} files checked",
-            highlight=False,
+        print_line(
+            f"ok {report.path}: generation {report.generation}, {report.rows:,} rows, "
+            f"{report.files_checked} files checked"
         )
         return
-    errors.print(f"[bold red]not ok[/] {report.path}", highlight=False)
+    errors.print(f"[bold red]not ok[/] {report.path}")
     raise typer.Exit(1)
 
 
@@ -145,26 +169,22 @@ def finalize(
     """Commit what the ranks of unfinished writes committed (after all writers stopped)."""
     import predstore
     from predstore.format.commit import load_store_manifest
-    from predstore.format.fs import LocalFileSystem
+    from predstore.format.fs import filesystem_for
 
-    with _friendly_errors():
-        before = load_store_manifest(LocalFileSystem(path))
+    with _friendly_errors(), progress(f"finalizing {path}"):
+        before = load_store_manifest(filesystem_for(path))
         manifest = predstore.finalize(path, allow_shrink=allow_shrink)
     if before is not None and before.generation == manifest.generation:
-        console.print(
+        print_line(
             f"nothing to finalize: generation {manifest.generation} ({manifest.rows:,} rows) "
-            "is current",
-            highlight=False,
+            "is current"
         )
         return
-    console.print(
-        f"committed generation {manifest.generation}: {manifest.rows:,} rows", highlight=False
-    )
+    print_line(f"committed generation {manifest.generation}: {manifest.rows:,} rows")
     for dl, c in sorted(manifest.coverage.items()):
-        console.print(
+        print_line(
             f"  dataloader {dl}: {_n(c.unique)} unique of {_n(c.expected)} expected, "
-            f"{c.duplicates} duplicates, {_n(c.missing)} missing",
-            highlight=False,
+            f"{c.duplicates} duplicates, {_n(c.missing)} missing"
         )
 
 
@@ -172,7 +192,10 @@ def vacuum(
     path: StorePath,
     retention: Annotated[
         float,
-        typer.Option(help="Keep files replaced less than this many seconds ago (for readers)."),
+        typer.Option(
+            help="Keep files replaced less than this many seconds ago (for readers).",
+            metavar="SECONDS",
+        ),
     ] = 600.0,
     discard_unfinished: Annotated[
         bool,
@@ -185,12 +208,9 @@ def vacuum(
     """Delete replaced writes, empty unfinished writes and old commit records once no reader needs them."""
     import predstore
 
-    with _friendly_errors():
+    with _friendly_errors(), progress(f"vacuuming {path}"):
         deleted = predstore.vacuum(path, retention=retention, discard_unfinished=discard_unfinished)
-    console.print(
-        f"deleted {len(deleted)} write(s)" + (f": {', '.join(deleted)}" if deleted else ""),
-        highlight=False,
-    )
+    print_line(f"deleted {len(deleted)} write(s)" + (f": {', '.join(deleted)}" if deleted else ""))
 
 
 def compact(
@@ -206,15 +226,14 @@ def compact(
     """Rewrite the store's rows into few parts, as one commit that readers never see half done."""
     from predstore.cli.compact import compact as run
     from predstore.format.commit import load_store_manifest
-    from predstore.format.fs import LocalFileSystem
+    from predstore.format.fs import filesystem_for
 
-    with _friendly_errors():
-        before = load_store_manifest(LocalFileSystem(path))
+    with _friendly_errors(), progress(f"compacting {path}"):
+        before = load_store_manifest(filesystem_for(path))
         manifest = run(path, part_rows=part_rows, retention=retention)
-    console.print(
+    print_line(
         f"{path}: {len(before.parts) if before else 0:,} parts -> {len(manifest.parts):,}, "
-        f"{manifest.rows:,} rows, generation {manifest.generation}",
-        highlight=False,
+        f"{manifest.rows:,} rows, generation {manifest.generation}"
     )
 
 
@@ -224,42 +243,142 @@ def upgrade(path: StorePath) -> None:
 
     with _friendly_errors():
         manifest = predstore.upgrade(path)
-    console.print(
-        f"{path}: format version {manifest.format_version}, generation {manifest.generation}",
-        highlight=False,
+    print_line(
+        f"{path}: format version {manifest.format_version}, generation {manifest.generation}"
     )
 
 
 def export(
     path: StorePath,
-    out: Annotated[Path, typer.Argument(help="The file to write.", show_default=False)],
-    format: Annotated[str, typer.Option("--format", "-f", help="parquet or csv.")] = "parquet",
+    out: Annotated[
+        Path,
+        typer.Argument(
+            help="The file to write (its extension names the format), or with --files the folder.",
+            show_default=False,
+            metavar="OUT",
+        ),
+    ],
+    format: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            "-f",
+            help="parquet, csv, json, jsonl or ipc (Arrow IPC, Feather); default: OUT's extension.",
+            metavar="FORMAT",
+        ),
+    ] = None,
     arrays: Annotated[
-        str, typer.Option(help="list: Zarr keys as list columns; skip: leave them out.")
+        str,
+        typer.Option(
+            help="list: Zarr keys as list columns; skip: leave them out.", metavar="list|skip"
+        ),
     ] = "list",
+    key: Annotated[
+        str | None,
+        typer.Option(
+            "--key", "-k", help="With --files: the key to write, one file per row.", metavar="KEY"
+        ),
+    ] = None,
+    files: Annotated[
+        str | None,
+        typer.Option(
+            "--files",
+            help="Write one file per row of --key into the folder OUT: pt, npy, png or txt.",
+            metavar="pt|npy|png|txt",
+        ),
+    ] = None,
+    file_names: Annotated[
+        str,
+        typer.Option(
+            "--file-names",
+            help="With --files: name files by the rows' names (rows without one by index) or by index.",
+            metavar="name|index",
+        ),
+    ] = "name",
+    where: Annotated[
+        str | None,
+        typer.Option(
+            "--where",
+            "-w",
+            help='With --files: a SQL WHERE clause over the store\'s columns, e.g. "prob > 0.5".',
+            metavar="EXPR",
+        ),
+    ] = None,
+    dataloader: Annotated[
+        int,
+        typer.Option(
+            "--dataloader", help="With --files: the dataloader whose rows to write.", metavar="N"
+        ),
+    ] = 0,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="With --files: replace files already in OUT.")
+    ] = False,
+    skip_existing: Annotated[
+        bool,
+        typer.Option(
+            "--skip-existing", help="With --files: keep files already in OUT, write the rest."
+        ),
+    ] = False,
 ) -> None:
-    """Write every row to one Parquet or CSV file, sorted by dataloader and index."""
+    """Write every row to one file (Parquet, CSV, JSON, JSON lines, Arrow IPC), sorted by dataloader and index; or with --files, one file per row of a key."""
     import predstore
     from predstore.read.export import export as run
+    from predstore.read.export import format_of
+    from predstore.read.files import FORMATS as FILE_FORMATS
 
-    if format not in ("parquet", "csv") or arrays not in ("list", "skip"):
-        errors.print("[bold red]error:[/] --format is parquet or csv; --arrays is list or skip")
-        raise typer.Exit(2)
+    if files is None:
+        if key is not None or where is not None:
+            _usage("--key and --where go with --files (one file per row)")
+        if arrays not in ("list", "skip"):
+            _usage(f"--arrays is list or skip, not {arrays!r}")
+        try:
+            chosen = format_of(out, format)
+        except ConfigError as e:
+            _usage(str(e))
+        with _friendly_errors():
+            store = predstore.open(path)
+            with progress(f"exporting {chosen}") as advance:
+                rows = run(store, out, format=chosen, arrays=arrays, progress=advance)  # type: ignore[arg-type]
+        print_line(f"wrote {rows:,} rows to {out} ({chosen})")
+        return
+    if key is None:
+        _usage("--files needs --key KEY: the key to write, one file per row")
+    if files not in FILE_FORMATS or file_names not in ("name", "index"):
+        _usage(f"--files is one of {', '.join(FILE_FORMATS)}; --file-names is name or index")
+    if overwrite and skip_existing:
+        _usage("pass --overwrite or --skip-existing, not both")
+    existing = "overwrite" if overwrite else "skip" if skip_existing else "error"
     with _friendly_errors():
-        rows = run(predstore.open(path), out, format=format, arrays=arrays)  # type: ignore[arg-type]
-    console.print(f"wrote {rows:,} rows to {out}", highlight=False)
+        store = predstore.open(path)
+        with progress(f"writing {files} files") as advance:
+            done = store.export_files(
+                key,
+                out,
+                writer=files,
+                where=where,
+                dataloader_idx=dataloader,
+                file_names=file_names,
+                existing=existing,
+                progress=advance,
+            )
+    skipped = f", {done.skipped:,} kept as they were" if done.skipped else ""
+    null = f", {done.null:,} null rows without a file" if done.null else ""
+    print_line(f"wrote {done.written:,} {files} files to {done.out_dir}{skipped}{null}")
 
 
-def _table(*columns: str, title: str) -> Table:
-    table = Table(title=title, title_justify="left", show_edge=False)
-    for column in columns:
-        table.add_column(
-            column,
-            justify="right"
-            if column not in ("key", "write", "mode", "storage", "dtype")
-            else "left",
-        )
-    return table
+def _usage(message: str) -> NoReturn:
+    errors.print(f"[bold red]error:[/] {message}", markup=True)
+    raise typer.Exit(2)
+
+
+def parts(path: StorePath) -> None:
+    """Print the committed Parquet parts, one absolute path or URI a line, for other tools to read."""
+    import predstore
+
+    with _friendly_errors():
+        files = predstore.open(path).parquet_files()
+    for file in files:
+        typer.echo(file)
 
 
 def _n(value: int | None) -> str:

@@ -19,10 +19,10 @@ import torch
 from torch.utils.data import default_collate, get_worker_info
 
 from predstore.datasets.rowreader import RowReader
+from predstore.format.dtypes import NDArray
+from predstore.format.schema import INDEX, NAME
 from predstore.read.values import to_torch
 
-NDArray = np.ndarray[Any, Any]
-INDEX, NAME = "index", "name"
 _ALIGN = 64
 
 

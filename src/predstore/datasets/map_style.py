@@ -12,21 +12,23 @@ from __future__ import annotations
 
 import operator
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
 from predstore.datasets.batching import Items, collate, items_of, read_rows
 from predstore.datasets.rowreader import RowReader
 from predstore.errors import ConfigError, MissingRowsError, OutOfRangeError, UnknownKeyError
+from predstore.format import provenance
+from predstore.format.dtypes import NDArray
 from predstore.format.fs import FileSystem
 from predstore.format.manifest import StoreManifest
+from predstore.format.subsets import root_indices
 from predstore.read.store import Store
 from predstore.read.store import open as open_store
 
-NDArray = np.ndarray[Any, Any]
 StoreLike = str | os.PathLike[str] | Store
 Order = Literal["index", "storage"]
 Missing = Literal["error", "skip"]
@@ -41,14 +43,20 @@ class PredictionDataset(Dataset[Any]):
 
     Example::
 
+        import torch
+        from torch.nn import functional as F
+        from torch.utils.data import DataLoader, TensorDataset
+
         import predstore
-        from torch.utils.data import DataLoader
 
         teacher = predstore.PredictionDataset("preds.pstore", ["logits"])
         teacher[0]  # {"logits": tensor([...]), "index": 0, "name": "case-0"}
+        train_set = TensorDataset(torch.randn(8, 4), torch.arange(8) % 10)
+        student = torch.nn.Linear(4, 10)
         pairs = predstore.PredictionDataset("preds.pstore", ["logits"], source=train_set)
-        for (x, y), preds in DataLoader(pairs, batch_size=256, shuffle=True, num_workers=2):
-            loss = distill(student(x), preds["logits"], y)
+        for (x, y), preds in DataLoader(pairs, batch_size=4, shuffle=True):
+            soft = F.softmax(preds["logits"], dim=1)
+            loss = F.cross_entropy(student(x), soft) + F.cross_entropy(student(x), y)
 
     Item ``i`` is a dict of the chosen ``keys`` (all by default) for the
     ``i``-th row of ``dataloader_idx`` in index order (``order="storage"``:
@@ -65,7 +73,11 @@ class PredictionDataset(Dataset[Any]):
     item ``i`` is ``(source[i], predictions)``: the source's item and the
     dict above for the same global index. A source sample without a stored
     prediction is an error at construction (``MissingRowsError``, naming
-    how many and which), unless ``missing="skip"`` leaves it out.
+    how many and which), unless ``missing="skip"`` leaves it out. Rows pair
+    by position in the source's root dataset, so a source whose class,
+    length or name differs from what the store recorded of the dataset it
+    was predicted on is refused (``ConfigError``); ``check_source=False``
+    allows it (a copy of the same samples under another class, say).
 
     Construction reads the small (Parquet) values and the names. A batch
     (``__getitems__``, what DataLoader calls) is read at once. Fixed-shape
@@ -89,8 +101,10 @@ class PredictionDataset(Dataset[Any]):
         missing: Missing = "error",
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         preload: bool = False,
+        storage_options: Mapping[str, Any] | None = None,
+        check_source: bool = True,
     ) -> None:
-        store = as_store(path_or_store)
+        store = as_store(path_or_store, storage_options)
         check_choice("order", order, ("index", "storage"))
         check_choice("missing", missing, ("error", "skip"))
         if source is not None and order != "index":
@@ -103,6 +117,8 @@ class PredictionDataset(Dataset[Any]):
             )
         self.keys = chosen_keys(store, keys)
         self.dataloader_idx = int(dataloader_idx)
+        if source is not None and check_source:
+            check_source_matches(store, source, self.dataloader_idx)
         self.order, self.as_torch, self.transform = order, as_torch, transform
         self.source, self.missing = source, missing
         self.cache_bytes, self.preload = int(cache_bytes), preload
@@ -261,11 +277,17 @@ class _State:
 # -- helpers the sequential dataset shares -------------------------------------------
 
 
-def as_store(path_or_store: StoreLike) -> Store:
+def as_store(path_or_store: StoreLike, storage_options: Mapping[str, Any] | None = None) -> Store:
+    """The store at a path or URL (opened with ``storage_options``), or the store given."""
     if isinstance(path_or_store, Store):
+        if storage_options:
+            raise ConfigError(
+                "storage_options apply to a store's path or URL; this Store is open already "
+                "(pass them to predstore.open instead)"
+            )
         return path_or_store
     if isinstance(path_or_store, str | os.PathLike):
-        return open_store(path_or_store)
+        return open_store(path_or_store, storage_options=storage_options)
     raise ConfigError(
         f"expected a store path or a predstore.Store, got {type(path_or_store).__name__}"
     )
@@ -286,20 +308,30 @@ def chosen_keys(store: Store, keys: Sequence[str] | str | None) -> list[str]:
     return chosen
 
 
+def check_source_matches(store: Store, source: Any, dataloader_idx: int) -> None:
+    """Refuse a source unlike every dataset the store's writes recorded for the dataloader."""
+    records = [
+        record
+        for write in store.manifest.writes
+        if isinstance(record := write.provenance.get("datasets", {}).get(str(dataloader_idx)), dict)
+    ]
+    found = [provenance.differences(record, source) for record in records]
+    if not records or not all(found):
+        return
+    raise ConfigError(
+        f"source {type(provenance.root_dataset(source)).__name__} is not the dataset dataloader "
+        f"{dataloader_idx} of the store {store.fs.root} was predicted on: it has "
+        f"{'; '.join(found[-1])}. Rows are paired by position in the source, so another dataset "
+        "gets other samples' predictions; pass the dataset that was predicted on, or "
+        "check_source=False if this one holds the same samples in the same order"
+    )
+
+
 def source_items(source: Any, positions: list[int]) -> list[Any]:
     many = getattr(source, "__getitems__", None)
     if many is not None:
         return list(many(positions))
     return [source[i] for i in positions]
-
-
-def root_indices(source: Any) -> NDArray:
-    """For each position of ``source``, its index in the root dataset (through nested Subsets)."""
-    positions = np.arange(len(source), dtype=np.int64)
-    while isinstance(source, Subset):
-        positions = np.asarray(source.indices, dtype=np.int64)[positions]
-        source = source.dataset
-    return positions
 
 
 def check_choice(name: str, value: Any, allowed: Iterable[str]) -> None:

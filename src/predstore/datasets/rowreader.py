@@ -30,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 
 from predstore.format import dtypes
+from predstore.format.dtypes import NDArray
 from predstore.format.parquet import read_part
 from predstore.format.schema import NAME, KeySchema, offset_column, part_schema, shape_column
 from predstore.read.arrays import ArrayReader, Job, decode_into, decode_jobs
@@ -37,8 +38,6 @@ from predstore.read.values import from_arrow
 
 if TYPE_CHECKING:
     from predstore.read.store import Store
-
-NDArray = np.ndarray[Any, Any]
 
 
 class DenseArray:

@@ -12,7 +12,7 @@ parallel decode per unit; shuffling mixes the rows of a buffer of units.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from queue import Queue
 from typing import Any, Literal
 
@@ -20,16 +20,17 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from predstore.datasets.batching import INDEX, NAME, items_of, whole_batch
+from predstore.datasets.batching import items_of, whole_batch
 from predstore.datasets.map_style import StoreLike, as_store, check_choice, chosen_keys
 from predstore.datasets.rowreader import RowReader
 from predstore.errors import ConfigError
+from predstore.format.dtypes import NDArray
 from predstore.format.fs import FileSystem
 from predstore.format.manifest import StoreManifest
+from predstore.format.schema import INDEX, NAME
 from predstore.read.arrays import Job, run_jobs
 from predstore.read.store import Store
 
-NDArray = np.ndarray[Any, Any]
 Balance = Literal["pad", "drop", "none"]
 
 MiB = 1 << 20
@@ -48,14 +49,15 @@ class SequentialPredictionDataset(IterableDataset[Any]):
 
     Example::
 
-        import predstore
         from torch.utils.data import DataLoader
 
+        import predstore
+
         passes = predstore.SequentialPredictionDataset(
-            "preds.pstore", ["embedding"], batch_size=1024, shuffle=True
+            "preds.pstore", ["logits"], batch_size=4, shuffle=True
         )
-        for batch in DataLoader(passes, batch_size=None, num_workers=2):
-            batch["embedding"]  # a (1024, 384) tensor; batch["index"], batch["name"]
+        for batch in DataLoader(passes, batch_size=None):
+            batch["logits"]  # a (4, 10) tensor; batch["index"], batch["name"]
 
     With ``batch_size``, each element is a whole batch (a dict of stacked
     tensors, ``index`` a tensor and ``name`` a list; ragged keys and nulls
@@ -96,8 +98,9 @@ class SequentialPredictionDataset(IterableDataset[Any]):
         transform: Callable[[Any], Any] | None = None,
         rank: int | None = None,
         world_size: int | None = None,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> None:
-        store = as_store(path_or_store)
+        store = as_store(path_or_store, storage_options)
         check_choice("balance", balance, ("pad", "drop", "none"))
         for name, value in (("batch_size", batch_size), ("buffer_size", buffer_size)):
             if value is not None and (not isinstance(value, int) or value < 1):

@@ -27,7 +27,9 @@ import numpy as np
 
 from predstore.errors import SchemaError
 
-Array = np.ndarray[Any, Any]
+NDArray = np.ndarray[Any, Any]
+"""The numpy array annotation every module uses: any shape, any dtype."""
+
 STRING = "string"
 
 
@@ -39,23 +41,23 @@ class DType:
     numpy: np.dtype[Any]
     zarr: np.dtype[Any]
     parquet: np.dtype[Any]
-    _to_parquet: Callable[[Array], Array] | None = None
-    _from_parquet: Callable[[Array], Array] | None = None
+    _to_parquet: Callable[[NDArray], NDArray] | None = None
+    _from_parquet: Callable[[NDArray], NDArray] | None = None
 
     @property
     def itemsize(self) -> int:
         return self.numpy.itemsize
 
-    def to_zarr(self, values: Array) -> Array:
+    def to_zarr(self, values: NDArray) -> NDArray:
         return values if self.zarr == self.numpy else values.view(self.zarr)
 
-    def from_zarr(self, values: Array) -> Array:
+    def from_zarr(self, values: NDArray) -> NDArray:
         return values if self.zarr == self.numpy else values.view(self.numpy)
 
-    def to_parquet(self, values: Array) -> Array:
+    def to_parquet(self, values: NDArray) -> NDArray:
         return values if self._to_parquet is None else self._to_parquet(values)
 
-    def from_parquet(self, values: Array) -> Array:
+    def from_parquet(self, values: NDArray) -> NDArray:
         if self._from_parquet is None:
             return values.astype(self.numpy, copy=False)
         return self._from_parquet(values)

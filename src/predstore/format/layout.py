@@ -15,6 +15,7 @@ same file.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import secrets
@@ -52,13 +53,28 @@ def part(write_id: str, rank: int, seq: int) -> str:
 
 
 def array(write_id: str, rank: int, key: str) -> str:
-    # Keys are user strings: percent-encode anything that is not a plain
-    # file-name character (and the names "." and ".."), so a key is never
-    # interpreted as a path.
-    name = quote(key, safe="")
+    return f"{write_dir(write_id)}/arrays/r{rank:05d}/{key_file_name(key)}"
+
+
+MAX_NAME = 120
+"""Bytes of the longest file name a key maps to (file systems allow 255)."""
+
+
+def key_file_name(key: str) -> str:
+    """A safe file name for a key: any key works, and no key is ever read as a path.
+
+    Anything that is not a plain file-name character (and the names ``.``
+    and ``..``) is percent-encoded; a name longer than :data:`MAX_NAME` keeps
+    its start and ends in ``~`` and a hash of the whole key. The manifest
+    records each array's path, so readers never compute it.
+    """
+    name = quote(key, safe="", errors="surrogatepass")
     if name in (".", ".."):
         name = name.replace(".", "%2E")
-    return f"{write_dir(write_id)}/arrays/r{rank:05d}/{name}"
+    if len(name) > MAX_NAME:
+        digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+        name = f"{name[: MAX_NAME - len(digest) - 1]}~{digest}"
+    return name
 
 
 def new_write_id() -> str:

@@ -39,7 +39,7 @@ def read_part(fs: FileSystem, part: PartEntry, columns: Sequence[str]) -> pa.Tab
     """``columns`` of ``part``, its pages' checksums verified and its rows counted."""
     with _named(part):
         table = pq.read_table(
-            fs.input_uri(part.path), columns=list(columns), page_checksum_verification=True
+            fs.arrow_source(part.path), columns=list(columns), page_checksum_verification=True
         )
     _check_rows(part, table.num_rows)
     return table
@@ -48,7 +48,7 @@ def read_part(fs: FileSystem, part: PartEntry, columns: Sequence[str]) -> pa.Tab
 def read_footer(fs: FileSystem, part: PartEntry) -> pq.FileMetaData:
     """The Parquet footer of ``part`` (its schema, row groups and row count)."""
     with _named(part):
-        meta = pq.read_metadata(fs.input_uri(part.path))
+        meta = pq.read_metadata(fs.arrow_source(part.path))
     _check_rows(part, meta.num_rows)
     return meta
 

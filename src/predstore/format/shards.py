@@ -34,10 +34,10 @@ import numcodecs
 import numpy as np
 
 from predstore.errors import CorruptStoreError
+from predstore.format.dtypes import NDArray
 from predstore.format.fs import FileSystem, crc32c
 from predstore.format.manifest import ArrayEntry
 
-NDArray = np.ndarray[Any, Any]
 ABSENT = np.iinfo(np.uint64).max
 Codec = Any  # a numcodecs codec
 MAX_ZARR_JSON_BYTES = 1 << 20

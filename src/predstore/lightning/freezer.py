@@ -29,11 +29,14 @@ class _Selection:
 class Freezer(Callback):
     """Freeze parameters during training, by exact names and/or name prefixes.
 
-    Example:
-        >>> import lightning.pytorch as pl
-        >>> from predstore import Freezer
-        >>> freezer = Freezer(prefixes=["backbone"], except_prefixes=["backbone.norm"], until_epoch=2)
-        >>> trainer = pl.Trainer(callbacks=[freezer], max_epochs=4, logger=False)
+    Example::
+
+        import lightning.pytorch as pl
+
+        from predstore import Freezer
+
+        freezer = Freezer(prefixes=["backbone"], except_prefixes=["backbone.norm"], until_epoch=2)
+        trainer = pl.Trainer(callbacks=[freezer], max_epochs=4, logger=False)
 
     At the start of every training batch the callback checks whether the
     parameters should be frozen (before ``until_step``/``until_epoch``, or

@@ -19,9 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from predstore.write.pending import subset_chain
-
-NDArray = np.ndarray[Any, Any]
+from predstore.format.dtypes import NDArray
+from predstore.format.subsets import subset_chain
 
 
 class IndexSource:

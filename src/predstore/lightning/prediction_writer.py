@@ -13,13 +13,14 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from predstore.errors import ConfigError, CoverageError, PredstoreError, StoreNotCommittedError
-from predstore.format import layout
-from predstore.format.commit import finalize
-from predstore.format.fs import LocalFileSystem
+from predstore.format.fs import filesystem_for
 from predstore.format.manifest import StoreManifest
+from predstore.format.provenance import describe_dataset
 from predstore.lightning.indices import IndexSource, batch_rows
 from predstore.write.background import BackgroundWriter
+from predstore.write.batch import tensor_to_numpy
 from predstore.write.options import MiB, WriteOptions, check_names, check_options
+from predstore.write.ranks import abandon_write, new_write_id, write_is_visible
 from predstore.write.store_writer import StoreWriter
 
 LARGE_RUN = 10_000
@@ -32,11 +33,26 @@ class PredictionWriter(BasePredictionWriter):
     Example::
 
         import lightning as L
+        import torch
+        from torch.utils.data import DataLoader, TensorDataset
+
         import predstore
 
-        trainer = L.Trainer(accelerator="cpu", callbacks=[predstore.PredictionWriter("preds.pstore")])
-        trainer.predict(model, dataloaders=loader, return_predictions=False)
-        store = predstore.open("preds.pstore")
+        class Classifier(L.LightningModule):
+            def __init__(self):
+                super().__init__()
+                self.net = torch.nn.Linear(4, 3)
+
+            def predict_step(self, batch, batch_idx):
+                (x,) = batch
+                logits = self.net(x)
+                return {"logits": logits, "pred": logits.argmax(1)}
+
+        loader = DataLoader(TensorDataset(torch.randn(10, 4)), batch_size=4)
+        writer = predstore.PredictionWriter("predict.pstore")
+        trainer = L.Trainer(accelerator="cpu", callbacks=[writer], logger=False, enable_progress_bar=False)
+        trainer.predict(Classifier(), dataloaders=loader, return_predictions=False)
+        store = predstore.open("predict.pstore")  # 10 rows: logits (3,) and pred, by dataset index
 
     ``predict_step`` returns a dict of tensors, lists and scalars (a bare
     tensor is stored as the key ``pred``); each row is keyed by its global
@@ -87,6 +103,9 @@ class PredictionWriter(BasePredictionWriter):
         if options is None:
             options = WriteOptions(**option_values)
         self.options = options.replace(**option_values) if option_values else options
+        filesystem_for(
+            self.path, storage_options=self.options.storage_options
+        )  # fails now on a bad URL
         for name, value in (("name_key", name_key), ("index_key", index_key)):
             if value is not None and (not isinstance(value, str) or not value):
                 raise ConfigError(
@@ -120,7 +139,7 @@ class PredictionWriter(BasePredictionWriter):
         writer, failure = None, None
         if rank == 0:
             try:
-                writer = self._store_writer(trainer, pl_module, layout.new_write_id())
+                writer = self._store_writer(trainer, pl_module, new_write_id())
             except (PredstoreError, ValueError, OSError) as e:
                 failure = e
         write_id, message = trainer.strategy.broadcast(
@@ -135,7 +154,7 @@ class PredictionWriter(BasePredictionWriter):
         if message is not None:
             raise PredstoreError(f"rank 0 could not start the write to {self.path}: {message}")
         assert write_id is not None
-        visible = rank == 0 or LocalFileSystem(self.path).exists(layout.rank_manifest(write_id, 0))
+        visible = rank == 0 or write_is_visible(self.path, write_id, self.options.storage_options)
         if not trainer.strategy.reduce_boolean_decision(visible, all=True):
             self._abandon(writer, write_id, rank)
             raise PredstoreError(
@@ -167,7 +186,7 @@ class PredictionWriter(BasePredictionWriter):
         if writer is not None:
             writer.fail()
         if rank == 0:
-            LocalFileSystem(self.path).delete_tree(layout.write_dir(write_id))
+            abandon_write(self.path, write_id, self.options.storage_options)
 
     def _expect(self, trainer: pl.Trainer, writer: StoreWriter) -> None:
         for dl, loader in enumerate(_predict_loaders(trainer)):
@@ -234,16 +253,16 @@ class PredictionWriter(BasePredictionWriter):
         self._warn_once_positional(source, dataloader_idx)
         names = _names(outputs.pop(self.name_key, None), self.name_key) if self.name_key else None
         if self._first_batch:
-            writer.writer.check_rules(outputs)  # here, on the predict loop's thread
-        if self._first_batch and writer.writer.plan.schema is not None:
+            writer.check_rules(outputs)  # here, on the predict loop's thread
+        if self._first_batch and writer.knows_schema:
             # An append or a resume knows its schema: a batch that does not fit fails now.
-            writer.writer.validate(outputs, indices, names=names, dataloader_idx=dataloader_idx)
+            writer.validate(outputs, indices, names=names, dataloader_idx=dataloader_idx)
         self._first_batch = False
         outputs, nbytes, ready = _to_host(outputs)
-        writer.writer.set_index_source(_source_summary(self._sources))
+        writer.set_index_source(_source_summary(self._sources))
         writer.submit(
             outputs,
-            indices,
+            np.array(indices),  # a copy: an index_key tensor may be refilled too
             names=names,
             dataloader_idx=dataloader_idx,
             nbytes=nbytes,
@@ -273,12 +292,7 @@ class PredictionWriter(BasePredictionWriter):
         error = None
         if trainer.global_rank == 0 and manifest is None:
             try:
-                store = writer.writer
-                manifest = finalize(
-                    store.fs,
-                    write_ids=[*store.plan.resumes, store.write_id],
-                    retention=self.options.retention,
-                )
+                manifest = writer.commit_store()
             except PredstoreError as e:
                 error = e
         manifest, message = trainer.strategy.broadcast(
@@ -379,8 +393,14 @@ def _names(value: Any, key: str) -> list[str | None]:
     return names
 
 
-def _to_host(outputs: dict[str, Any]) -> tuple[dict[str, Any], int, Any]:
-    """Start copying device tensors to the host without waiting; the bytes handed over; a wait."""
+def _to_host(outputs: dict[str, Any], *, copy: bool = True) -> tuple[dict[str, Any], int, Any]:
+    """Host copies of the outputs that the caller cannot reach (device tensors start copying
+    without waiting); the bytes handed over; a wait.
+
+    The batch is written on another thread after the hook returns, and a model
+    may refill the same output tensor for the next batch: whatever is kept must
+    be the writer's own. (``copy=False`` is for measuring what the copy costs.)
+    """
     nbytes = 0
     event = None
 
@@ -389,12 +409,16 @@ def _to_host(outputs: dict[str, Any]) -> tuple[dict[str, Any], int, Any]:
         if isinstance(value, torch.Tensor):
             value = value.detach()
             nbytes += value.element_size() * value.nelement()
-            if value.device.type != "cpu":
-                value = value.to("cpu", non_blocking=value.device.type == "cuda")
-                if value.device.type == "cpu" and torch.cuda.is_available() and event is None:
-                    event = torch.cuda.Event()  # type: ignore[no-untyped-call]
-                    event.record()
+            if value.device.type == "cpu" or value.is_sparse or value.is_nested:
+                return _own_copy(value) if copy else value
+            value = value.to("cpu", non_blocking=value.device.type == "cuda")  # a new tensor
+            if value.device.type == "cpu" and torch.cuda.is_available() and event is None:
+                event = torch.cuda.Event()  # type: ignore[no-untyped-call]
+                event.record()
             return value
+        if isinstance(value, np.ndarray):
+            nbytes += value.nbytes
+            return value.copy() if copy else value
         if isinstance(value, dict):
             return {k: move(v) for k, v in value.items()}
         if isinstance(value, list | tuple):
@@ -405,6 +429,19 @@ def _to_host(outputs: dict[str, Any]) -> tuple[dict[str, Any], int, Any]:
     return moved, nbytes, (event.synchronize if event is not None else None)
 
 
+def _own_copy(tensor: torch.Tensor) -> Any:
+    """A copy of a CPU tensor that the caller cannot reach, as numpy (what the writer stores).
+
+    numpy's copy is a plain memcpy; torch's ``clone`` goes through its intra-op
+    thread pool and took 50 to 150 times as long on a busy 2-core machine.
+    Tensors numpy cannot hold (sparse, nested, unsupported dtypes) are cloned,
+    and the writer refuses them with a SchemaError.
+    """
+    with contextlib.suppress(PredstoreError, TypeError, RuntimeError):
+        return np.array(tensor_to_numpy(tensor, key="?"), copy=True)
+    return tensor.clone()
+
+
 def _source_summary(sources: dict[int, IndexSource]) -> str | None:
     kinds = sorted({s.kind for s in sources.values() if s.kind})
     return ",".join(kinds) if kinds else None
@@ -412,8 +449,13 @@ def _source_summary(sources: dict[int, IndexSource]) -> str | None:
 
 def _provenance(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
     cls = type(pl_module)
+    datasets = {
+        str(dl): describe_dataset(getattr(loader, "dataset", None))
+        for dl, loader in enumerate(_predict_loaders(trainer))
+    }
     return {
         "model_class": f"{cls.__module__}.{cls.__qualname__}",
+        "datasets": {dl: d for dl, d in datasets.items() if d is not None},
         "checkpoint": trainer.ckpt_path,
         "world_size": trainer.world_size,
         "num_nodes": trainer.num_nodes,

@@ -12,28 +12,27 @@ from pathlib import Path
 from typing import Any
 
 from lightning.fabric.loggers.logger import rank_zero_experiment
-from lightning.fabric.utilities.logger import _add_prefix, _convert_params
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
-from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
 from predstore.errors import ConfigError
+from predstore.lightning.private_api import (
+    ResumableExperimentWriter,
+    add_prefix,
+    convert_params,
+)
 from predstore.registry.run_writer import RunWriter
 from predstore.registry.rundir.files import Status
 
 
-class _RunExperiment(ExperimentWriter):
+class _RunExperiment(ResumableExperimentWriter):
     """The ``experiment`` of a RegistryLogger: Lightning's writer API over a RunWriter."""
 
     def __init__(self, log_dir: str, run: RunWriter) -> None:
         self.run = run
         super().__init__(log_dir=log_dir)
-
-    def _check_log_dir_exists(self) -> None:
-        # CSVLogger deletes an existing metrics.csv here; a resumed run keeps it.
-        return None
 
     def log_metrics(self, metrics_dict: dict[str, Any], step: int | None = None) -> None:
         values = {k: v.item() if isinstance(v, Tensor) else v for k, v in metrics_dict.items()}
@@ -51,11 +50,14 @@ class _RunExperiment(ExperimentWriter):
 class RegistryLogger(CSVLogger):
     """Log a run into a self-describing directory that ``predstore registry`` indexes.
 
-    Example:
-        >>> import lightning.pytorch as pl
-        >>> from predstore import RegistryLogger
-        >>> logger = RegistryLogger("runs", name="resnet", version="lr-0.1", tags=["baseline"])
-        >>> trainer = pl.Trainer(logger=logger, max_epochs=1)
+    Example::
+
+        import lightning.pytorch as pl
+
+        from predstore import RegistryLogger
+
+        logger = RegistryLogger("runs", name="resnet", version="lr-0.1", tags=["baseline"])
+        trainer = pl.Trainer(logger=logger, max_epochs=1)
 
     The run directory is ``save_dir/name/version`` as for ``CSVLogger``. It holds
     ``metrics.csv`` (append-only), ``sidecar.json``, ``summary.json``,
@@ -165,7 +167,7 @@ class RegistryLogger(CSVLogger):
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         run = self._open_run()
-        metrics = _add_prefix(dict(metrics), self._prefix, self.LOGGER_JOIN_CHAR)
+        metrics = add_prefix(dict(metrics), self._prefix, self.LOGGER_JOIN_CHAR)
         if step is None:  # as CSVLogger does: the row number
             step = run.pending_rows + run.summary.csv_rows
         self.experiment.log_metrics(dict(metrics), step)
@@ -175,7 +177,7 @@ class RegistryLogger(CSVLogger):
     @rank_zero_only
     def log_hyperparams(self, params: dict[str, Any] | Namespace | None = None) -> None:
         self._open_run()
-        self.experiment.log_hparams(_convert_params(params))
+        self.experiment.log_hparams(convert_params(params))
 
     @rank_zero_only
     def save(self) -> None:

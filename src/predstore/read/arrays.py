@@ -23,11 +23,10 @@ import numpy as np
 
 from predstore.errors import CorruptStoreError
 from predstore.format import dtypes
+from predstore.format.dtypes import NDArray
 from predstore.format.fs import FileSystem
 from predstore.format.manifest import ArrayEntry
 from predstore.format.shards import ABSENT, ShardLayout, read_layout, shard_key
-
-NDArray = np.ndarray[Any, Any]
 
 _pool: tuple[int, ThreadPoolExecutor] | None = None
 _pool_lock = threading.Lock()
@@ -198,11 +197,11 @@ class ArrayReader:
                     block[o - lo : o - lo + n] if p else None
                     for o, n, p in zip(offsets.tolist(), lengths.tolist(), present, strict=True)
                 )
-            else:
-                raws.extend(
-                    self.fs.read_range(path, o, n) if p else None
-                    for o, n, p in zip(offsets.tolist(), lengths.tolist(), present, strict=True)
+            else:  # scattered chunks: one request each, in parallel on an object store
+                wanted = iter(
+                    self.fs.read_ranges(path, offsets[present].tolist(), lengths[present].tolist())
                 )
+                raws.extend(next(wanted) if p else None for p in present)
         return raws
 
     def _shard_file(self, shard: int) -> tuple[str, int]:

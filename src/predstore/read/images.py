@@ -22,13 +22,10 @@ Example::
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from predstore.errors import SchemaError
-
-NDArray = np.ndarray[Any, Any]
+from predstore.format.dtypes import NDArray
 
 CHANNELS = (1, 3, 4)
 WHAT_FITS = (

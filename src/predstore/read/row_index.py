@@ -15,12 +15,11 @@ import numpy as np
 
 from predstore.errors import InvalidBatchError, MissingRowsError
 from predstore.format.coverage import row_keys
+from predstore.format.dtypes import NDArray
 from predstore.format.fs import FileSystem
 from predstore.format.manifest import StoreManifest
 from predstore.format.parquet import read_part
 from predstore.format.schema import NAME
-
-NDArray = np.ndarray[Any, Any]
 
 
 class RowIndex:

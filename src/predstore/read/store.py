@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -14,12 +14,14 @@ import pyarrow as pa
 from predstore.errors import (
     CorruptStoreError,
     InvalidBatchError,
+    OutOfRangeError,
     StoreNotCommittedError,
     UnknownKeyError,
 )
 from predstore.format import dtypes
 from predstore.format.commit import load_store_manifest
-from predstore.format.fs import FileSystem, LocalFileSystem
+from predstore.format.dtypes import NDArray
+from predstore.format.fs import FileSystem, LocalFileSystem, filesystem_for
 from predstore.format.manifest import Coverage, PartEntry, StoreManifest
 from predstore.format.parquet import check_size, read_part
 from predstore.format.schema import (
@@ -44,16 +46,27 @@ if TYPE_CHECKING:
 
     from predstore.datasets.map_style import PredictionDataset
     from predstore.datasets.sequential import SequentialPredictionDataset
+    from predstore.read.files import ExportedFiles
 
-NDArray = np.ndarray[Any, Any]
 _FEW = 64
 """Up to this many indices are found from the manifest's part index ranges, not the row index."""
 
 
-def open(path: str | os.PathLike[str], *, filesystem: FileSystem | None = None) -> Store:
-    """Open the committed store at ``path``.
+def open(
+    path: str | os.PathLike[str],
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+    filesystem: FileSystem | None = None,
+) -> Store:
+    """Open the committed store at ``path`` (a directory, or an ``s3://``, ``gs://``, ``az://`` URL).
+
+    Args:
+        path: the store's directory.
+        filesystem: where the store lives, when not a local directory.
 
     Example::
+
+        import polars as pl
 
         import predstore
 
@@ -67,15 +80,20 @@ def open(path: str | os.PathLike[str], *, filesystem: FileSystem | None = None) 
     listed and files of writes in progress are never seen. Each part's size
     is checked when it is first read. Raises ``StoreNotCommittedError`` when nothing was committed
     at ``path``, ``FormatVersionError`` for a store of a newer format and
-    ``CorruptStoreError`` for a damaged manifest.
+    ``CorruptStoreError`` for a damaged manifest. On an object store,
+    ``storage_options`` (or the standard environment variables) give the
+    endpoint and credentials; opening costs a constant number of requests.
     """
     location = os.fspath(path)
     if filesystem is None:
-        if os.path.isfile(location):
-            raise StoreNotCommittedError(f"{location} is a file; a store is a directory")
-        if not os.path.exists(location):
-            raise StoreNotCommittedError(f"no store at {location}: the directory does not exist")
-        filesystem = LocalFileSystem(location)
+        filesystem = filesystem_for(location, storage_options=storage_options)
+        if isinstance(filesystem, LocalFileSystem):
+            if os.path.isfile(filesystem.root):
+                raise StoreNotCommittedError(f"{location} is a file; a store is a directory")
+            if not os.path.exists(filesystem.root):
+                raise StoreNotCommittedError(
+                    f"no store at {location}: the directory does not exist"
+                )
     manifest = load_store_manifest(filesystem)
     if manifest is None:
         raise StoreNotCommittedError(
@@ -86,7 +104,21 @@ def open(path: str | os.PathLike[str], *, filesystem: FileSystem | None = None) 
 
 
 class Store:
-    """A committed store: its schema, its rows as a polars LazyFrame, and its values by index or name."""
+    """A committed store: its schema, its rows as a polars LazyFrame, and its values by index or name.
+
+    Open one with :func:`predstore.open`. A ``Store`` reads the generation
+    it was opened at, whatever later commits do, for as long as the
+    writers' ``retention`` keeps replaced files.
+
+    Example::
+
+        import predstore
+
+        store = predstore.open("preds.pstore")
+        print(store)  # rows, generation, and each key's dtype, shape and storage
+        if "logits" in store:
+            first = store.read("logits", [0])
+    """
 
     def __init__(self, fs: FileSystem, manifest: StoreManifest) -> None:
         self.fs = fs
@@ -100,36 +132,236 @@ class Store:
 
     @property
     def path(self) -> str:
+        """The store's location.
+
+        Example::
+
+            import predstore
+
+            print(predstore.open("preds.pstore").path)
+        """
         return self.fs.root
 
     @property
     def schema(self) -> Schema:
+        """Each key's dtype, per-sample shape and storage (Parquet or Zarr).
+
+        Example::
+
+            import predstore
+
+            for key, spec in predstore.open("preds.pstore").schema.keys.items():
+                print(key, spec.describe(), spec.storage)
+        """
         return self.manifest.schema
 
     @property
     def coverage(self) -> dict[int, Coverage]:
+        """Per dataloader: rows written, unique indices, duplicates, and missing ones when known.
+
+        Example::
+
+            import predstore
+
+            for dataloader_idx, c in predstore.open("preds.pstore").coverage.items():
+                print(dataloader_idx, c.unique, c.duplicates, c.missing)
+        """
         return self.manifest.coverage
 
     def __len__(self) -> int:
         return self.manifest.rows
 
     def keys(self) -> list[str]:
+        """The keys the store holds, in the order the first batch gave them.
+
+        Example::
+
+            import predstore
+
+            print(predstore.open("preds.pstore").keys())
+        """
         return list(self.schema.keys)
 
     def __contains__(self, key: object) -> bool:
         return key in self.schema.keys
 
-    def __iter__(self) -> Iterator[str]:
-        """The keys, as ``keys()`` lists them."""
-        return iter(self.schema.keys)
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        """Every row, as :meth:`row` returns it, in the store's order (``store[0]``, ``store[1]``, ...)."""
+        block = 1024
+        for start in range(0, len(self), block):
+            yield from self._rows(np.arange(start, min(start + block, len(self))))
+
+    def __getitem__(self, i: int | slice) -> Any:
+        """Row ``i`` in the store's order (by dataloader, then index), every key; a list of rows for a slice."""
+        if isinstance(i, slice):
+            return self._rows(np.arange(len(self))[i])
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+            raise TypeError(
+                f"a store is indexed by row position (an int or a slice), not {type(i).__name__}; "
+                "read a key's values with store.read(key)"
+            )
+        position = int(i) + len(self) if i < 0 else int(i)
+        if not 0 <= position < len(self):
+            raise OutOfRangeError(f"row {i} is out of range for a store of {len(self)} rows")
+        return self._rows(np.array([position]))[0]
+
+    def row(
+        self, index: int | None = None, *, name: str | None = None, dataloader_idx: int = 0
+    ) -> dict[str, Any]:
+        """The row of ``index`` (or the row called ``name``) in ``dataloader_idx``, with every key.
+
+        Example::
+
+            import predstore
+
+            store = predstore.open("preds.pstore")
+            print(store.row(3)["pred"], store.row(name="case-3")["index"])
+        """
+        if (index is None) == (name is None):
+            raise InvalidBatchError("pass the row's index or its name (one of them)")
+        if name is not None:
+            positions = self.rows.locate_names([name], dataloader_idx)
+        else:
+            positions = self.rows.locate([index], dataloader_idx)  # type: ignore[list-item]
+        return self._rows(positions)[0]
+
+    def head(self, n: int = 5) -> pl.DataFrame:
+        """The first ``n`` rows in the store's order as a polars DataFrame, every key included.
+
+        Example::
+
+            import predstore
+
+            print(predstore.open("preds.pstore").head(3))
+        """
+        return self._frame(np.arange(min(max(n, 0), len(self))))
+
+    @property
+    def columns(self) -> list[str]:
+        """The columns of :meth:`to_arrow` and :meth:`to_polars`: row keys, then every key.
+
+        Example::
+
+            import predstore
+
+            print(predstore.open("preds.pstore").columns)
+        """
+        return self.head(0).columns
+
+    def to_arrow(self) -> pa.Table:
+        """Every row and every key as one Arrow table, in the store's order.
+
+        Zarr keys become (nested) fixed-size list columns; a ragged key becomes
+        the flat list of its values plus a ``<key>.shape`` column, as
+        ``predstore export`` writes them.
+
+        Example::
+
+            import predstore
+
+            table = predstore.open("preds.pstore").to_arrow()
+        """
+        from predstore.read.export import table
+
+        return table(self, np.arange(len(self)))
+
+    def to_polars(self) -> pl.DataFrame:
+        """Every row and every key as a polars DataFrame (Zarr keys as Array or List columns).
+
+        Example::
+
+            import predstore
+
+            frame = predstore.open("preds.pstore").to_polars()
+        """
+        return pl.from_arrow(self.to_arrow())  # type: ignore[return-value]
+
+    def to_hf(self) -> Any:
+        """Every row and every key as a Hugging Face ``datasets.Dataset`` (needs ``datasets``).
+
+        Example::
+
+            import importlib.util
+
+            import predstore
+
+            if importlib.util.find_spec("datasets") is not None:  # an optional dependency
+                hf = predstore.open("preds.pstore").to_hf()
+        """
+        try:
+            import datasets
+        except ImportError:
+            raise ImportError(
+                "store.to_hf() needs the datasets package: pip install datasets"
+            ) from None
+        return datasets.Dataset(self.to_arrow())
+
+    def export_files(
+        self, key: str, out_dir: str | os.PathLike[str], *, writer: Any = "npy", **options: Any
+    ) -> ExportedFiles:
+        """One file per row of ``key`` in ``out_dir``: see :func:`predstore.read.files.export_files`.
+
+        Example::
+
+            import predstore
+
+            store = predstore.open("preds.pstore")
+            done = store.export_files("logits", "logits/", writer="npy", where="pred > 4")
+        """
+        from predstore.read.files import export_files
+
+        return export_files(self, key, out_dir, writer=writer, **options)
 
     def __repr__(self) -> str:
+        from predstore.read.inspect import disk_bytes, human_bytes
+
         keys = ", ".join(f"{k}: {s.describe()} ({s.storage})" for k, s in self.schema.keys.items())
-        return f"<predstore.Store {self.path!r}: {len(self)} rows, generation {self.manifest.generation}; {keys}>"
+        return (
+            f"<predstore.Store {self.path!r}: {len(self):,} rows, {len(self.schema.keys)} keys "
+            f"({keys}), {human_bytes(disk_bytes(self))} on disk, generation {self.manifest.generation}>"
+        )
+
+    def _rows(self, positions: NDArray) -> list[dict[str, Any]]:
+        """Rows at ``positions`` of the row index, every key, values as :meth:`read` gives them."""
+        columns: dict[str, Any] = {
+            INDEX: self.rows.index[positions].tolist(),
+            DATALOADER: self.rows.dataloader_idx[positions].tolist(),
+        }
+        if self.schema.names:
+            columns[NAME] = self.rows.names(positions)
+        for key, spec in self.schema.keys.items():
+            values = self._gather_at(key, spec, positions)
+            if isinstance(values, np.ma.MaskedArray):
+                flat = np.ma.getmaskarray(values).reshape(len(positions), -1)
+                mask = np.asarray(flat.any(axis=1)).tolist()
+                values = [None if m else v for v, m in zip(values.data, mask, strict=True)]
+            columns[key] = [_plain(v) for v in values]
+        return [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+
+    def _frame(self, positions: NDArray) -> pl.DataFrame:
+        from predstore.read.export import table
+
+        return pl.from_arrow(table(self, positions))  # type: ignore[return-value]
 
     @property
     def part_paths(self) -> list[str]:
         """The Parquet parts, as paths that pyarrow, polars or DuckDB read directly."""
+        return self.parquet_files()
+
+    def parquet_files(self) -> list[str]:
+        """The committed Parquet parts as absolute paths or URIs, in storage order.
+
+        Example::
+
+            import pyarrow.dataset as ds
+
+            table = ds.dataset(predstore.open("preds.pstore").parquet_files()).to_table()
+
+        Exactly the parts of the committed generation: never glob a store's
+        folders, which also hold unfinished writes and, for a while after an
+        overwrite, the parts it retired. A row committed twice (a resumed
+        write) is in two parts; :meth:`scan` keeps the first.
+        """
         return [self.fs.input_uri(p.path) for p in self.manifest.parts]
 
     # -- analysis ------------------------------------------------------------
@@ -140,12 +372,26 @@ class Store:
         Each (dataloader_idx, index) appears once (the first committed row).
         Rows come in storage order; ``sort=True`` sorts them by
         (dataloader_idx, index). Zarr keys are read with :meth:`read`.
+
+        Args:
+            columns: the columns to keep (default: all of them).
+            sort: sort by ``(dataloader_idx, index)`` instead of storage order.
+
+        Example::
+
+            import polars as pl
+
+            import predstore
+
+            store = predstore.open("preds.pstore")
+            accuracy = store.scan().select((pl.col("pred") == pl.col("label")).mean()).collect()
+            wrong = store.scan(["index", "pred", "label"]).filter(pl.col("pred") != pl.col("label"))
         """
         wanted = self._columns(columns)
         if not self.manifest.parts:
             return pl.from_arrow(part_schema(self.schema).empty_table()).lazy().select(wanted)  # type: ignore[union-attr]
         self._check_footers()
-        frame = pl.scan_parquet(self.part_paths)
+        frame = pl.scan_parquet(self.part_paths, storage_options=self.fs.polars_options())
         if self.manifest.duplicates:
             frame = frame.unique(subset=[DATALOADER, INDEX], keep="first", maintain_order=True)
         if sort:
@@ -162,8 +408,23 @@ class Store:
                 read_part(self.fs, part, [DATALOADER, INDEX])
             self._footers_checked = True
 
-    def to_pandas(self, columns: Sequence[str] | None = None, *, sort: bool = True) -> pd.DataFrame:
-        """The rows as a pandas DataFrame (sorted by dataloader and index unless ``sort=False``)."""
+    def to_pandas(
+        self, columns: Sequence[str] | None = None, *, sort: bool = True, arrays: bool = False
+    ) -> pd.DataFrame:
+        """The rows as a pandas DataFrame (sorted by dataloader and index unless ``sort=False``).
+
+        With ``arrays=True``, every key (Zarr keys as a numpy array per cell, as
+        :meth:`to_arrow` lays them out), always in the store's order.
+
+        Example::
+
+            import predstore
+
+            frame = predstore.open("preds.pstore").to_pandas(["index", "pred"])
+        """
+        if arrays:
+            frame = self.to_arrow().to_pandas()
+            return frame if columns is None else frame[list(columns)]
         return self.scan(columns, sort=sort).collect().to_pandas()
 
     def _columns(self, columns: Sequence[str] | None) -> list[str]:
@@ -188,11 +449,26 @@ class Store:
 
     @cached_property
     def rows(self) -> RowIndex:
-        """The row index (built on first use from the parts' key columns)."""
+        """The row index (built on first use from the parts' key columns).
+
+        Example::
+
+            import predstore
+
+            rows = predstore.open("preds.pstore").rows
+            print(len(rows))  # one entry per visible (dataloader_idx, index)
+        """
         return RowIndex(self.fs, self.manifest)
 
     def indices(self, dataloader_idx: int = 0) -> NDArray:
-        """The indices of ``dataloader_idx`` that the store holds, sorted."""
+        """The indices of ``dataloader_idx`` that the store holds, sorted.
+
+        Example::
+
+            import predstore
+
+            print(predstore.open("preds.pstore").indices())  # [0 1 2 ... 7]
+        """
         return self.rows.index[self.rows.dataloader(dataloader_idx)]
 
     def read(
@@ -211,6 +487,22 @@ class Store:
         has nulls), ragged keys as a list of arrays, strings as an object
         array. bfloat16 and float8 keys come back as ``ml_dtypes`` arrays, or
         as tensors of the same dtype with ``as_torch=True``.
+
+        Args:
+            key: the key to read.
+            indices: the dataset indices of the rows, in the order wanted.
+            names: the rows' names instead of ``indices``.
+            dataloader_idx: the dataloader the rows were predicted for.
+            as_torch: return tensors instead of numpy arrays.
+
+        Example::
+
+            import predstore
+
+            store = predstore.open("preds.pstore")
+            logits = store.read("logits", [0, 5, 7])  # shape (3, 10), in the order asked
+            named = store.read("pred", names=["case-3"])
+            everything = store.read("logits", as_torch=True)
         """
         spec = self._spec(key)
         part_of, row_of = self._locations(indices, names, dataloader_idx)
@@ -261,6 +553,10 @@ class Store:
             span = self.rows.dataloader(dataloader_idx)
             return np.arange(span.start, span.stop)
         return self.rows.locate(indices, dataloader_idx)
+
+    def _gather_at(self, key: str, spec: KeySchema, positions: NDArray) -> Any:
+        """Values at ``positions`` of the row index, in the order of ``positions``."""
+        return self._gather(key, spec, self.rows.part[positions], self.rows.row[positions])
 
     def _gather(self, key: str, spec: KeySchema, part_of: NDArray, row_of: NDArray) -> Any:
         """Values of rows ``row_of`` of parts ``part_of``, read part by part, in the order given."""
@@ -317,11 +613,18 @@ class Store:
         missing: Literal["error", "skip"] = "error",
         cache_bytes: int = 256 << 20,
         preload: bool = False,
+        check_source: bool = True,
     ) -> PredictionDataset:
         """The rows as a map-style torch Dataset: see :class:`predstore.PredictionDataset`.
 
         Example::
 
+            import torch
+            from torch.utils.data import TensorDataset
+
+            import predstore
+
+            train_set = TensorDataset(torch.randn(8, 4), torch.arange(8))
             teacher = predstore.open("preds.pstore").dataset(["logits"], source=train_set)
             (x, y), preds = teacher[0]
         """
@@ -338,6 +641,7 @@ class Store:
             missing=missing,
             cache_bytes=cache_bytes,
             preload=preload,
+            check_source=check_source,
         )
 
     def sequential_dataset(
@@ -347,11 +651,22 @@ class Store:
 
         Example::
 
-            passes = predstore.open("preds.pstore").sequential_dataset(batch_size=1024)
+            import predstore
+
+            passes = predstore.open("preds.pstore").sequential_dataset(batch_size=4)
+            for batch in passes:
+                print(batch["logits"].shape)
         """
         from predstore.datasets.sequential import SequentialPredictionDataset
 
         return SequentialPredictionDataset(self, keys, **options)
+
+
+def _plain(value: Any) -> Any:
+    """A 0-d value as a Python scalar, as polars and HF datasets give a row; arrays stay arrays."""
+    if isinstance(value, np.generic) and value.dtype.kind in "biufUO":
+        return value.item()
+    return value
 
 
 def _empty(spec: KeySchema) -> NDArray:

@@ -12,9 +12,8 @@ import pyarrow as pa
 
 from predstore.errors import SchemaError
 from predstore.format import dtypes
+from predstore.format.dtypes import NDArray
 from predstore.format.schema import KeySchema
-
-NDArray = np.ndarray[Any, Any]
 
 
 def from_arrow(spec: KeySchema, column: pa.Array | pa.ChunkedArray) -> NDArray | list[NDArray]:

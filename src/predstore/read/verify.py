@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +26,7 @@ from predstore.errors import PredstoreError
 from predstore.format import history, layout
 from predstore.format.commit import can_commit, load_store_manifest, pending_writes
 from predstore.format.coverage import coverage, row_keys
-from predstore.format.fs import FileSystem, LocalFileSystem, file_crc32c
+from predstore.format.fs import FileSystem, file_crc32c, filesystem_for
 from predstore.format.manifest import (
     MAX_MANIFEST_BYTES,
     ArrayEntry,
@@ -67,13 +68,18 @@ class VerifyReport:
         return not self.problems and not any(w.recoverable for w in self.unfinished)
 
 
-def verify(path: str | os.PathLike[str], *, deep: bool = False) -> VerifyReport:
+def verify(
+    path: str | os.PathLike[str],
+    *,
+    deep: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
+) -> VerifyReport:
     """Check the store at ``path``; problems are collected, never raised."""
     report = VerifyReport(os.fspath(path))
-    fs = LocalFileSystem(path)
+    fs = filesystem_for(path, storage_options=storage_options)
     store = None
     try:
-        store = open(path)
+        store = open(path, storage_options=storage_options)
     except PredstoreError as e:
         report.problems.append(str(e))
     if store is not None:

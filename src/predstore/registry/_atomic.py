@@ -1,4 +1,7 @@
-"""Atomic file replacement: write a temporary sibling, fsync it, rename it into place.
+"""Atomic replacement of a run directory's files, with the registry's temporary names.
+
+The writing and renaming are :mod:`predstore.format.fs`'s; what is the
+registry's own is the temporary name, part of the run-directory format.
 
 A reader of the target path sees either the old content or the new content,
 never a torn file; a crash leaves at most a stray ``<name>.<pid>-<hex>.tmp``
@@ -11,6 +14,8 @@ import contextlib
 import os
 import secrets
 from pathlib import Path
+
+from predstore.format.fs import rename_into_place, write_new_file
 
 TEMP_SUFFIX = ".tmp"
 
@@ -28,27 +33,13 @@ def is_temp_of(name: str, target: str) -> bool:
 def write_temp(path: Path, data: bytes, *, fsync: bool = True) -> Path:
     """Write ``data`` to a fresh temporary sibling of ``path`` and return it."""
     tmp = temp_path_for(path)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            if fsync:
-                os.fsync(f.fileno())
-    except BaseException:
-        discard(tmp)
-        raise
+    write_new_file(tmp, data, fsync=fsync)
     return tmp
 
 
 def commit_temp(tmp: Path, path: Path, *, fsync: bool = True) -> None:
     """Rename ``tmp`` onto ``path`` and make the rename durable."""
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        discard(tmp)
-        raise
-    if fsync:
-        fsync_dir(path.parent)
+    rename_into_place(tmp, path, fsync=fsync)
 
 
 def atomic_write(path: Path, data: bytes, *, fsync: bool = True) -> None:
@@ -60,16 +51,3 @@ def discard(path: Path) -> None:
     """Remove ``path`` if it exists; a failure here must not hide the original error."""
     with contextlib.suppress(OSError):
         os.unlink(path)
-
-
-def fsync_dir(directory: Path) -> None:
-    """Flush a directory entry change; some filesystems cannot, which is not an error."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        with contextlib.suppress(OSError):
-            os.fsync(fd)
-    finally:
-        os.close(fd)

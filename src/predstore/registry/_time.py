@@ -16,8 +16,8 @@ def iso_from_unix(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, tz=UTC).isoformat(timespec="milliseconds")
 
 
-def unix_from_iso(text: object) -> float | None:
-    """Parse an ISO 8601 timestamp into seconds since the epoch; None if it is not one.
+def parse_iso(text: object) -> datetime | None:
+    """Parse an ISO 8601 timestamp into an aware UTC datetime; None if it is not one.
 
     A timestamp without a zone is taken as UTC, which is what the registry writes.
     """
@@ -27,6 +27,17 @@ def unix_from_iso(text: object) -> float | None:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.timestamp()
+    return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def unix_from_iso(text: object) -> float | None:
+    """Parse an ISO 8601 timestamp into seconds since the epoch; None if it is not one."""
+    parsed = parse_iso(text)
+    return None if parsed is None else parsed.timestamp()
+
+
+def datetime_from_unix(seconds: object) -> datetime | None:
+    """Seconds since the epoch as an aware UTC datetime; None for anything but a number."""
+    if not isinstance(seconds, (int, float)):
+        return None
+    return datetime.fromtimestamp(seconds, tz=UTC)

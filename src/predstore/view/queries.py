@@ -282,7 +282,9 @@ def locate(store: Store, index: int | None, name: str | None, dataloader_idx: in
 
 def sample_values(store: Store, index: int, dataloader_idx: int) -> dict[str, Any]:
     """Every key's value of one sample (a numpy value each), keys in schema order."""
-    return {key: store.read(key, [index], dataloader_idx=dataloader_idx)[0] for key in store}
+    return {
+        key: store.read(key, [index], dataloader_idx=dataloader_idx)[0] for key in store.schema.keys
+    }
 
 
 def sample_name(store: Store, index: int, dataloader_idx: int) -> str | None:

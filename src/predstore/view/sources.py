@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import predstore
 from predstore.errors import CorruptStoreError, QueryError, StoreNotCommittedError
 from predstore.read.store import Store
+from predstore.read.store import open as open_store
 from predstore.registry import Registry, default_cache_path, scan
 
 T = TypeVar("T")
@@ -108,7 +108,7 @@ class Sources:
             held = self._open.get(normal)
             if held is not None and time.monotonic() - held.checked < RECHECK:
                 return held.store
-        fresh = predstore.open(normal)
+        fresh = open_store(normal)
         with self._lock:
             held = self._open.get(normal)
             if held is not None and _same(held.store, fresh):

@@ -30,13 +30,12 @@ import zarr
 from zarr.codecs import Crc32cCodec
 
 from predstore.format import dtypes
+from predstore.format.dtypes import NDArray
 from predstore.format.fs import FileSystem
 from predstore.format.manifest import ArrayEntry
 from predstore.format.schema import KeySchema
 from predstore.format.shards import ShardFile, codecs_json, layout_of_array
 from predstore.write.jobs import OrderedJobs
-
-NDArray = np.ndarray[Any, Any]
 
 
 def pow2_floor(n: float) -> int:

@@ -111,6 +111,34 @@ class BackgroundWriter:
         self._jobs.close()
         self.writer.fail()
 
+    def commit_store(self) -> StoreManifest:
+        """Commit the store manifest (see :meth:`StoreWriter.commit_store`)."""
+        return self.writer.commit_store()
+
+    def validate(
+        self,
+        outputs: Mapping[str, Any],
+        indices: Any,
+        *,
+        names: Sequence[str | None] | None = None,
+        dataloader_idx: int = 0,
+    ) -> None:
+        """Check a batch against the known schema on the caller's thread (see :meth:`StoreWriter.validate`)."""
+        self.writer.validate(outputs, indices, names=names, dataloader_idx=dataloader_idx)
+
+    def check_rules(self, outputs: Mapping[str, Any]) -> None:
+        """Warn about ``keys=`` rules that match no key (see :meth:`StoreWriter.check_rules`)."""
+        self.writer.check_rules(outputs)
+
+    def set_index_source(self, source: str | None) -> None:
+        """Record where the rows' indices come from (see :meth:`StoreWriter.set_index_source`)."""
+        self.writer.set_index_source(source)
+
+    @property
+    def knows_schema(self) -> bool:
+        """Whether the schema is fixed before the first batch (an append or a resume)."""
+        return self.writer.plan.schema is not None
+
     @property
     def pending_bytes(self) -> int:
         return self._pending

@@ -11,8 +11,11 @@ raises without touching what the writer holds.
   first dimension must be the batch length.
 - A list is one value per sample; a list of tensors or arrays holds
   per-sample values whose shape may vary (ragged).
+- A bare ``None`` is a null in every row of the batch.
 - Nested dicts are flattened with dots: ``{"det": {"boxes": ...}}`` is key
-  ``det.boxes``.
+  ``det.boxes``; two values that flatten to one key are refused.
+- Python ints are stored as int64, or as uint64 when a value needs it; they
+  are cast to an integer key's dtype when they fit (see :func:`weak_cast`).
 
 torch is never imported here: a tensor can only be handed in if torch was
 imported already, so ``sys.modules`` tells whether to look for one.
@@ -29,10 +32,10 @@ import numpy as np
 
 from predstore.errors import InvalidBatchError, SchemaError
 from predstore.format import dtypes
+from predstore.format.dtypes import NDArray
 from predstore.format.schema import HIDDEN_PREFIX, RESERVED
 
 Kind = Literal["fixed", "ragged", "string", "null"]
-NDArray = np.ndarray[Any, Any]
 
 
 @dataclass
@@ -42,13 +45,15 @@ class Column:
     ``fixed``: an array of shape ``(rows, *sample_shape)`` with an optional
     null mask; ``ragged``: one array per row, all of the same dtype and rank;
     ``string``: a list of ``str`` or ``None``; ``null``: every value is
-    ``None``, of a type only the key's schema knows.
+    ``None``, of a type only the key's schema knows. ``weak``: the values
+    were Python ints, whose dtype numpy chose (int64 or uint64), not the user.
     """
 
     kind: Kind
     dtype: str
     values: Any
     mask: NDArray | None = None
+    weak: bool = False
 
     def __len__(self) -> int:
         return len(self.values)
@@ -63,7 +68,26 @@ class Column:
 
     def slice(self, start: int, stop: int) -> Column:
         mask = None if self.mask is None else self.mask[start:stop]
-        return Column(self.kind, self.dtype, self.values[start:stop], mask)
+        return Column(self.kind, self.dtype, self.values[start:stop], mask, self.weak)
+
+    def copy(self) -> Column:
+        """A copy that shares no buffer with the caller's values."""
+        if self.kind == "fixed":
+            values: Any = np.array(self.values, copy=True)
+        elif self.kind == "ragged":
+            values = [np.array(a, copy=True) for a in self.values]
+        else:
+            values = list(self.values)
+        mask = None if self.mask is None else self.mask.copy()
+        return Column(self.kind, self.dtype, values, mask, self.weak)
+
+    @property
+    def nbytes(self) -> int:
+        if self.kind == "fixed":
+            return int(self.values.nbytes)
+        if self.kind == "ragged":
+            return sum(int(a.nbytes) for a in self.values)
+        return sum(len(v) for v in self.values if v is not None) + 8 * len(self.values)
 
 
 @dataclass
@@ -77,6 +101,16 @@ class Batch:
 
     def __len__(self) -> int:
         return len(self.indices)
+
+    def copy(self) -> Batch:
+        """A copy that shares no buffer with the caller's values (for batches held in memory)."""
+        columns = {k: c.copy() for k, c in self.columns.items()}
+        names = None if self.names is None else list(self.names)
+        return Batch(self.indices.copy(), names, self.dataloader_idx, columns)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.indices.nbytes) + sum(c.nbytes for c in self.columns.values())
 
     def slice(self, start: int, stop: int) -> Batch:
         return Batch(
@@ -94,7 +128,7 @@ class Batch:
         for key, col in self.columns.items():
             if col.kind == "fixed":
                 mask = None if col.mask is None else col.mask[rows]
-                columns[key] = Column(col.kind, col.dtype, col.values[rows], mask)
+                columns[key] = Column(col.kind, col.dtype, col.values[rows], mask, col.weak)
             else:
                 columns[key] = Column(col.kind, col.dtype, [col.values[i] for i in rows])
         return Batch(self.indices[rows], names, self.dataloader_idx, columns)
@@ -123,18 +157,28 @@ def normalize(
     return Batch(index, check_names(names, rows), check_dataloader(dataloader_idx), columns)
 
 
-def flatten(outputs: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested dicts flattened with dots; ``None`` values dropped."""
+def flatten(outputs: Mapping[str, Any]) -> dict[str, Any]:
+    """Nested dicts flattened with dots; a key reached twice is a ``SchemaError``."""
     flat: dict[str, Any] = {}
+    _flatten_into(flat, outputs, "")
+    return flat
+
+
+def _flatten_into(flat: dict[str, Any], outputs: Mapping[str, Any], prefix: str) -> None:
     for key, value in outputs.items():
         if not isinstance(key, str):
             raise SchemaError(f"output keys must be strings, got {key!r} ({type(key).__name__})")
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
-            flat.update(flatten(value, name + "."))
-        elif value is not None:
+            _flatten_into(flat, value, name + ".")
+        elif name in flat:
+            raise SchemaError(
+                f"key {name!r} is given twice: nested dicts are flattened with dots, so "
+                f"{{{name!r}: ...}} and the nested {{{key!r}: ...}} under {prefix[:-1]!r} are "
+                "the same key, and one value would be lost; rename one of them"
+            )
+        else:
             flat[name] = value
-    return flat
 
 
 def check_key(key: str) -> None:
@@ -147,6 +191,19 @@ def check_key(key: str) -> None:
         raise SchemaError(
             f"key {key!r} is not allowed: keys are non-empty and do not start with '__'"
         )
+    if not _is_utf8(key):
+        raise SchemaError(
+            f"key {key!r} is not valid Unicode text (it holds an unpaired surrogate, often a "
+            "file name decoded with errors='surrogateescape'); keys must encode as UTF-8"
+        )
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_indices(indices: Any) -> NDArray:
@@ -154,12 +211,20 @@ def check_indices(indices: Any) -> NDArray:
         raise InvalidBatchError(
             f"indices must be one integer per row (each sample's dataset index), got {indices!r}"
         )
-    array = _as_numpy(indices, key="indices")
+    if isinstance(indices, list | tuple | range) and all(type(i) is int for i in indices):
+        array = _int_array("indices", list(indices))
+    else:
+        array = _as_numpy(indices, key="indices")
     if array.ndim != 1:
         raise InvalidBatchError(f"indices must be one-dimensional, got shape {tuple(array.shape)}")
     if array.size and (array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.integer)):
         raise InvalidBatchError(
             f"indices must be integers (the samples' dataset indices), got dtype {array.dtype}"
+        )
+    if array.dtype.kind == "u" and array.size and array.max() > np.iinfo(np.int64).max:
+        bad = array[array > np.iinfo(np.int64).max][:5].tolist()
+        raise InvalidBatchError(
+            f"indices must be below 2**63 (they are stored as int64), got {bad}"
         )
     array = array.astype(np.int64, copy=False)
     if array.size and array.min() < 0:
@@ -176,12 +241,17 @@ def check_names(names: Sequence[Any] | None, rows: int) -> list[str | None] | No
     if len(names) != rows:
         raise InvalidBatchError(f"names has {len(names)} entries but the batch has {rows} rows")
     names = list(names)
-    if all(type(name) is str for name in names):  # the common case, checked fast
+    if all(type(name) is str for name in names) and _is_utf8("".join(names)):  # checked fast
         return names
     for i, name in enumerate(names):
         if name is not None and not isinstance(name, str):
             raise InvalidBatchError(
                 f"names must be strings: entry {i} is {name!r} ({type(name).__name__})"
+            )
+        if name is not None and not _is_utf8(name):
+            raise InvalidBatchError(
+                f"names must be valid Unicode text: entry {i} ({name!r}) holds an unpaired "
+                "surrogate; names must encode as UTF-8"
             )
     return names
 
@@ -196,10 +266,12 @@ def check_dataloader(dataloader_idx: Any) -> int:
 
 def to_column(key: str, value: Any, rows: int) -> Column:
     """The column of ``rows`` values that ``value`` stands for."""
+    if value is None:
+        return Column("null", "", [None] * rows)
     if isinstance(value, str):
         return Column("string", dtypes.STRING, [value] * rows)
     if isinstance(value, bool | int | float):
-        return _broadcast(key, _scalar_array(key, [value]), rows)
+        return _broadcast(key, _scalar_array(key, [value]), rows, weak=_all_ints([value]))
     if isinstance(value, list | tuple):
         return _from_list(key, value, rows)
     array = _as_numpy(value, key=key)
@@ -215,8 +287,8 @@ def to_column(key: str, value: Any, rows: int) -> Column:
     return Column("fixed", dtypes.name_of(array.dtype, key=key), array)
 
 
-def _broadcast(key: str, one: NDArray, rows: int) -> Column:
-    return Column("fixed", dtypes.name_of(one.dtype, key=key), np.repeat(one, rows))
+def _broadcast(key: str, one: NDArray, rows: int, *, weak: bool = False) -> Column:
+    return Column("fixed", dtypes.name_of(one.dtype, key=key), np.repeat(one, rows), weak=weak)
 
 
 def _from_list(key: str, values: Sequence[Any], rows: int) -> Column:
@@ -227,45 +299,115 @@ def _from_list(key: str, values: Sequence[Any], rows: int) -> Column:
     present = [v for v in values if v is not None]
     if not present:
         return Column("null", "", list(values))
-    if all(isinstance(v, str) for v in present):
+    strings = [isinstance(v, str) for v in present]
+    if all(strings):
         return Column("string", dtypes.STRING, list(values))
+    if any(strings):
+        other = present[strings.index(False)]
+        raise SchemaError(
+            f"key {key!r}: the rows of one batch mix strings ({present[strings.index(True)]!r}) "
+            f"and other values ({other!r}, {type(other).__name__}); a key holds one type"
+        )
     if all(isinstance(v, bool | int | float) for v in present):
         mask = np.array([v is None for v in values]) if len(present) < len(values) else None
         filler = type(present[0])(0)
         array = _scalar_array(key, [filler if v is None else v for v in values])
-        return Column("fixed", dtypes.name_of(array.dtype, key=key), array, mask)
+        weak = _all_ints(present)
+        return Column("fixed", dtypes.name_of(array.dtype, key=key), array, mask, weak)
     if len(present) < len(values):
         raise SchemaError(
-            f"key {key!r}: row {values.index(None)} is None; only strings and Python numbers may be null"
+            f"key {key!r}: row {values.index(None)} is None; only strings and Python numbers "
+            "may be null (a bare None for the whole key is a null for every row)"
         )
-    arrays = [_as_numpy(v, key=key) for v in values]
-    kinds = {a.dtype.kind for a in arrays}
-    if kinds & set("OUS"):
-        raise SchemaError(f"key {key!r}: unsupported value of type {type(values[0]).__name__}")
-    dtype_names = {dtypes.name_of(a.dtype, key=key) for a in arrays}
-    if len(dtype_names) > 1:
-        raise SchemaError(
-            f"key {key!r}: rows of one batch have different dtypes {sorted(dtype_names)}"
-        )
+    arrays = _same_dtype(key, values, [_as_numpy(v, key=key) for v in values])
     if all(a.ndim == 0 for a in arrays):
-        return Column("fixed", dtype_names.pop(), np.stack(arrays))
+        return Column("fixed", dtypes.name_of(arrays[0].dtype, key=key), np.stack(arrays))
     if len({a.ndim for a in arrays}) > 1:
         raise SchemaError(
             f"key {key!r}: rows have different numbers of dimensions {sorted({a.ndim for a in arrays})}"
         )
-    return Column("ragged", dtype_names.pop(), arrays)
+    return Column("ragged", dtypes.name_of(arrays[0].dtype, key=key), arrays)
+
+
+def _same_dtype(key: str, values: Sequence[Any], arrays: list[NDArray]) -> list[NDArray]:
+    """The rows of a list, all of one dtype; an empty Python list takes the others' dtype."""
+    for value, array in zip(values, arrays, strict=True):
+        if array.dtype.kind in "OUS":
+            raise SchemaError(
+                f"key {key!r}: unsupported value of type {type(value).__name__} in a list of rows"
+            )
+    typed = [
+        i
+        for i, (v, a) in enumerate(zip(values, arrays, strict=True))
+        if not (isinstance(v, list | tuple) and a.size == 0)
+    ] or list(range(len(arrays)))
+    first: dict[str, int] = {}
+    for i in typed:
+        first.setdefault(dtypes.name_of(arrays[i].dtype, key=key), i)
+    if len(first) > 1:
+        rows = ", ".join(f"row {i} is {name}" for name, i in first.items())
+        raise SchemaError(
+            f"key {key!r}: the rows of one batch have different dtypes ({rows}); "
+            "cast them to one dtype"
+        )
+    dtype = arrays[typed[0]].dtype
+    return [a if a.dtype == dtype else a.astype(dtype) for a in arrays]
+
+
+def _all_ints(values: Sequence[Any]) -> bool:
+    return all(isinstance(v, int) and not isinstance(v, bool) for v in values)
 
 
 def _scalar_array(key: str, values: list[Any]) -> NDArray:
+    if _all_ints(values):
+        return _int_array(key, values)
     try:
         array = np.asarray(values)
     except OverflowError:
         raise SchemaError(f"key {key!r}: an integer does not fit in 64 bits") from None
     if array.dtype.kind == "O":
         raise SchemaError(f"key {key!r}: an integer does not fit in 64 bits")
-    if array.dtype.kind == "u":  # huge Python ints that fit only unsigned
-        raise SchemaError(f"key {key!r}: an integer does not fit in a signed 64-bit integer")
     return array
+
+
+INT64 = np.iinfo(np.int64)
+UINT64 = np.iinfo(np.uint64)
+
+
+def _int_array(key: str, values: list[int]) -> NDArray:
+    """Python ints as int64, or uint64 when one is above int64 and none is negative (exactly)."""
+    if not values:
+        return np.zeros(0, np.int64)
+    low, high = min(values), max(values)
+    if low >= INT64.min and high <= INT64.max:
+        return np.array(values, np.int64)
+    if low >= 0 and high <= UINT64.max:
+        return np.array(values, np.uint64)
+    bad = low if low < INT64.min else high
+    raise SchemaError(
+        f"key {key!r}: the integer {bad} does not fit in 64 bits (int64 holds -2**63..2**63-1, "
+        "uint64 0..2**64-1, and one key holds one of them); store it as a string or a float"
+    )
+
+
+def weak_cast(key: str, dtype: str, column: Column) -> Column | None:
+    """``column`` cast to the integer ``dtype`` if its values are Python ints that fit; ``None``
+    if it is not such a column; a ``SchemaError`` if a value does not fit."""
+    if not column.weak or column.kind != "fixed" or dtype == column.dtype:
+        return None
+    target = None if dtype == dtypes.STRING else dtypes.get(dtype).numpy
+    if target is None or target.kind not in "iu":
+        return None
+    info = np.iinfo(target)
+    values = column.values
+    outside = (values < info.min) | (values > info.max)
+    if outside.any():
+        raise SchemaError(
+            f"key {key!r}: the value {values[outside][0]} does not fit its dtype {dtype} "
+            f"({info.min}..{info.max}); declare a wider dtype, e.g. "
+            f"keys={{{key!r}: KeySpec(dtype={'uint64' if values.min() >= 0 else 'int64'!r})}}"
+        )
+    return Column("fixed", dtype, values.astype(target), column.mask)
 
 
 def _as_numpy(value: Any, *, key: str) -> NDArray:
@@ -294,6 +436,7 @@ def tensor_to_numpy(tensor: Any, *, key: str) -> NDArray:
     import torch
 
     name = dtypes.name_of(tensor.dtype, key=key)
+    _check_tensor(tensor, key=key)
     tensor = tensor.detach()
     if tensor.device.type != "cpu":
         tensor = tensor.cpu()
@@ -302,3 +445,24 @@ def tensor_to_numpy(tensor: Any, *, key: str) -> NDArray:
         return tensor.numpy()
     bits = torch.uint16 if dtype.itemsize == 2 else torch.uint8
     return tensor.contiguous().view(bits).numpy().view(dtype.numpy)
+
+
+def _check_tensor(tensor: Any, *, key: str) -> None:
+    """Refuse tensors without plain dense values, saying how to convert them."""
+    import torch
+
+    if tensor.is_nested:
+        raise SchemaError(
+            f"key {key!r}: a nested tensor cannot be stored as it is; return tensor.unbind() "
+            "(a list of per-sample tensors, stored ragged)"
+        )
+    if tensor.layout != torch.strided:
+        raise SchemaError(
+            f"key {key!r}: a {str(tensor.layout).removeprefix('torch.')} tensor cannot be "
+            "stored; convert it with tensor.to_dense()"
+        )
+    if tensor.device.type == "meta":
+        raise SchemaError(
+            f"key {key!r}: a tensor on the meta device holds no values; compute it on a real "
+            "device (cpu, cuda, ...) before returning it"
+        )

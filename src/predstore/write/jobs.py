@@ -24,10 +24,16 @@ _STOP = object()
 
 class OrderedJobs:
     def __init__(
-        self, *, background: bool, name: str = "predstore-io", owner: str = "the writer"
+        self,
+        *,
+        background: bool,
+        name: str = "predstore-io",
+        owner: str = "the writer",
+        on_error: Callable[[BaseException], None] | None = None,
     ) -> None:
         self.owner = owner
         """Who runs these jobs, as the error after the first one names it."""
+        self._on_error = on_error
         self.error: BaseException | None = None
         self._raised = False
         self._queue: queue.SimpleQueue[Any] | None = None
@@ -100,4 +106,6 @@ class OrderedJobs:
         try:
             job(*args)
         except BaseException as e:  # kept for the caller; the thread goes on, running cleanups
+            if self._on_error is not None:
+                self._on_error(e)  # for example, a note on what the error means for the data
             self.error = e

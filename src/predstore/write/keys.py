@@ -25,7 +25,7 @@ import numpy as np
 from predstore.errors import ConfigError, SchemaError
 from predstore.format import dtypes
 from predstore.format.schema import KeySchema
-from predstore.write.batch import Column
+from predstore.write.batch import Column, weak_cast
 
 StorageChoice = Literal["auto", "parquet", "zarr", "skip"]
 
@@ -39,6 +39,23 @@ class KeySpec:
     ``"blosc-zstd"``, ``"blosc-lz4"``, ``"gzip"`` or ``"none"``.
     ``dtype`` declares the type of a key whose first batch may hold only
     ``None`` (``"string"``, ``"float64"``, ...), which no value can show.
+
+    Example::
+
+        import numpy as np
+        import predstore
+
+        keys = {
+            "logits": predstore.KeySpec(storage="zarr", codec="zstd", level=3),
+            "mask_*": predstore.KeySpec(storage="zarr", codec="blosc-lz4"),  # a glob pattern
+            "note": predstore.KeySpec(dtype="string"),  # the first batch may hold only None
+        }
+        with predstore.StoreWriter("specs.pstore", keys=keys) as writer:
+            writer.write(
+                {"logits": np.zeros((2, 10), np.float32), "mask_a": np.zeros((2, 8, 8), bool),
+                 "note": [None, None]},
+                indices=[0, 1],
+            )
     """
 
     storage: StorageChoice = "auto"
@@ -116,17 +133,20 @@ def _spec(key: str, value: KeySpec | str | Mapping[str, Any] | None) -> KeySpec:
     )
 
 
-def infer(key: str, column: Column, spec: KeySpec, parquet_max_bytes: int) -> KeySchema:
-    """The schema of ``key`` as its first batch shows it."""
+def infer(key: str, column: Column, spec: KeySpec, parquet_max_bytes: int) -> KeySchema | None:
+    """The schema of ``key`` as its first batch shows it; ``None`` if that batch holds only
+    ``None`` and the type is not declared (a later batch will show it)."""
     if column.kind == "null":
         if spec.dtype is None:
-            raise SchemaError(
-                f"key {key!r}: every value of the first batch is None, so its type is unknown; "
-                f"declare it, for example keys={{{key!r}: KeySpec(dtype='string')}}"
-            )
+            return None
         if spec.storage == "zarr":
-            raise SchemaError(f"key {key!r} has null values, which only Parquet columns can hold")
+            raise SchemaError(
+                f"key {key!r} is None in its first batch, but it is declared 'zarr', which cannot "
+                "hold nulls; store it in Parquet, or return a value in every batch"
+            )
         return KeySchema(spec.dtype, (), "parquet", nullable=True)
+    if spec.dtype is not None:
+        column = weak_cast(key, spec.dtype, column) or column
     if spec.dtype is not None and spec.dtype != column.dtype:
         raise SchemaError(
             f"key {key!r} is declared {spec.dtype} but its first batch holds {column.dtype}"
@@ -168,6 +188,7 @@ def conform(key: str, schema: KeySchema, column: Column) -> Column:
     """``column`` in the form ``schema`` stores, or a ``SchemaError`` saying what changed."""
     if column.kind == "null":
         return _nulls(key, schema, len(column))
+    column = weak_cast(key, schema.dtype, column) or column
     if column.dtype != schema.dtype:
         raise SchemaError(
             f"key {key!r} changed dtype: the first batch fixed it as {schema.describe()}, "
@@ -196,8 +217,9 @@ def _nulls(key: str, schema: KeySchema, rows: int) -> Column:
         return Column("string", dtypes.STRING, [None] * rows)
     if schema.storage == "zarr" or schema.ragged:
         raise SchemaError(
-            f"key {key!r} is None in every row of this batch, but {schema.describe()} in "
-            f"{schema.storage} cannot hold nulls; only Parquet scalars, vectors and strings can"
+            f"key {key!r} is None in this batch, but it is stored as {schema.describe()} in "
+            f"{schema.storage.title()}, which cannot hold nulls (only Parquet scalars, vectors "
+            "and strings can); return a value for it in every batch, or skip the key"
         )
     shape = tuple(int(d) for d in schema.shape if d is not None)
     values = np.zeros((rows, *shape), dtypes.get(schema.dtype).numpy)

@@ -61,6 +61,10 @@ class WriteOptions:
         background: compress and write on threads beside the caller.
         retention: seconds the files of a store that ``mode="overwrite"``
             replaces stay for the readers that opened it before.
+        storage_options: the endpoint and credentials of an object store
+            (``s3://``, ``gs://``, ``az://``), over the standard environment
+            variables; never shown in ``repr``, manifests or errors. See
+            docs/object-storage.md.
     """
 
     mode: Mode = "error"
@@ -76,6 +80,7 @@ class WriteOptions:
     durable: bool = False
     background: bool = True
     retention: float = RETENTION
+    storage_options: Mapping[str, Any] | None = field(default=None, repr=False, hash=False)
     rules: KeyRules = field(init=False, repr=False, compare=False)
     """``keys``, resolved (every rule checked)."""
 
@@ -93,6 +98,14 @@ class WriteOptions:
         if self.commit_interval is not None:
             _check_seconds("commit_interval", self.commit_interval)
         _check_seconds("retention", self.retention)
+        if self.storage_options is not None and (
+            not isinstance(self.storage_options, Mapping)
+            or not all(isinstance(k, str) for k in self.storage_options)
+        ):
+            raise ConfigError(
+                "storage_options must be a mapping of option names (str) to values, or None; "
+                f"got a {type(self.storage_options).__name__}"
+            )
         for name in ("durable", "background"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -30,7 +29,6 @@ from predstore.format.schema import (
 )
 from predstore.write.batch import Batch, Column
 
-NDArray = np.ndarray[Any, Any]
 ParquetCodec = tuple[str, int | None]
 """A Parquet compression and its level (``None``: the codec's default, or it has none)."""
 DEFAULT_CODEC: ParquetCodec = ("zstd", 1)

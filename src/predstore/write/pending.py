@@ -3,29 +3,43 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from predstore.format.commit import load_store_manifest
-from predstore.format.fs import LocalFileSystem
+from predstore.format.fs import filesystem_for
+from predstore.format.subsets import root_indices
 from predstore.write.plan import CommittedKeys, committed_parts, unfinished_writes
 
-NDArray = np.ndarray[Any, Any]
 
-
-def pending(path: str | os.PathLike[str], dataset: Any, dataloader_idx: int = 0) -> Any:
+def pending(
+    path: str | os.PathLike[str],
+    dataset: Any,
+    dataloader_idx: int = 0,
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+) -> Any:
     """A ``torch.utils.data.Subset`` of ``dataset`` holding only the samples not committed yet.
+
+    Args:
+        path: the store's directory (it need not exist yet).
+        dataset: the map-style dataset (or a ``Subset`` of one) being predicted.
+        dataloader_idx: the dataloader whose committed rows count.
 
     Example::
 
-        import lightning as L
-        import predstore
-        from torch.utils.data import DataLoader
+        import torch
+        from torch.utils.data import TensorDataset
 
+        import predstore
+
+        dataset = TensorDataset(torch.randn(12, 4))  # preds.pstore holds indices 0..7
         left = predstore.pending("preds.pstore", dataset)
-        writer = predstore.PredictionWriter("preds.pstore", mode="resume")
-        L.Trainer(callbacks=[writer]).predict(model, DataLoader(left))
+        print(len(left))  # 4; predict them with the writer in the Trainer's callbacks:
+        # writer = predstore.PredictionWriter("preds.pstore", mode="resume")
+        # L.Trainer(callbacks=[writer]).predict(model, DataLoader(left))
 
     Committed means in the store, or in the rank manifests of an unfinished
     write that ``mode="resume"`` would continue. Samples are matched by their
@@ -36,34 +50,11 @@ def pending(path: str | os.PathLike[str], dataset: Any, dataloader_idx: int = 0)
     """
     from torch.utils.data import Subset
 
-    fs = LocalFileSystem(path)
-    base = load_store_manifest(fs) if os.path.isdir(fs.root) else None
-    ranks = (
-        [r for rs in unfinished_writes(fs, base).values() for r in rs]
-        if os.path.isdir(fs.root)
-        else []
-    )
+    fs = filesystem_for(path, storage_options=storage_options)
+    present = not fs.is_local or os.path.isdir(fs.root)
+    base = load_store_manifest(fs) if present else None
+    ranks = [r for rs in unfinished_writes(fs, base).values() for r in rs] if present else []
     parts = committed_parts(base, ranks)
     keys = CommittedKeys.of(fs, parts)
     done = keys.contains(int(dataloader_idx), root_indices(dataset))
     return Subset(dataset, np.flatnonzero(~done).tolist())
-
-
-def subset_chain(dataset: Any) -> tuple[list[NDArray], Any]:
-    """The index maps of the ``Subset`` wrappers around ``dataset``, outermost first, and the root."""
-    from torch.utils.data import Subset
-
-    maps = []
-    while isinstance(dataset, Subset):
-        maps.append(np.asarray(dataset.indices, dtype=np.int64))
-        dataset = dataset.dataset
-    return maps, dataset
-
-
-def root_indices(dataset: Any) -> NDArray:
-    """The root-dataset index of each sample of ``dataset``."""
-    maps, _ = subset_chain(dataset)
-    indices = np.arange(len(dataset), dtype=np.int64)
-    for index_map in maps:
-        indices = index_map[indices]
-    return indices

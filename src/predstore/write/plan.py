@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -35,13 +34,13 @@ from predstore.format.commit import (
     pending_writes,
 )
 from predstore.format.coverage import row_keys
+from predstore.format.dtypes import NDArray
 from predstore.format.fs import FileSystem
 from predstore.format.manifest import Mode, PartEntry, RankManifest, StoreManifest
 from predstore.format.schema import Schema
 
 MODES = ("error", "overwrite", "append", "resume")
 _OURS = {layout.MANIFEST, layout.COMMITS, layout.WRITES}
-NDArray = np.ndarray[Any, Any]
 
 
 @dataclass

@@ -21,13 +21,12 @@ import pyarrow as pa
 from predstore.errors import (
     ConfigError,
     InvalidBatchError,
-    PredstoreError,
     SchemaError,
     StoreExistsError,
 )
 from predstore.format import dtypes, layout
 from predstore.format.commit import finalize, save_rank_manifest
-from predstore.format.fs import FileSystem, LocalFileSystem
+from predstore.format.fs import FileSystem, filesystem_for
 from predstore.format.manifest import (
     ArrayEntry,
     PartEntry,
@@ -76,7 +75,10 @@ class StoreWriter:
 
     The options (``mode``, ``keys``, the sizes, the codec, ...) are those of
     :class:`predstore.WriteOptions`, given by name or as one object; they are
-    checked here, before anything is written.
+    checked here, before anything is written. ``path`` is a directory or an
+    object store URL (``s3://bucket/prefix``, ``gs://``, ``az://``), configured
+    by the standard environment variables or ``storage_options`` (see the
+    docs page "Stores on object storage").
 
     Each Zarr key's rows fill an inner chunk (``chunk_bytes``); full chunks
     are compressed on a small pool and appended to their shard file by an
@@ -111,9 +113,13 @@ class StoreWriter:
         _check_rank(rank, world_size, write_id)
         self.options = resolve(options, option_values)
         self.path = os.fspath(path)
-        if os.path.isfile(self.path):
+        self.fs = filesystem or filesystem_for(
+            self.path,
+            storage_options=self.options.storage_options,
+            durable=self.options.durable,
+        )
+        if self.fs.is_local and os.path.isfile(self.fs.root):
             raise StoreExistsError(f"{self.path} is a file; a store is a directory")
-        self.fs = filesystem or LocalFileSystem(self.path, durable=self.options.durable)
         self.rank, self.world_size, self.mode = rank, world_size, self.options.mode
         self.write_id = write_id or layout.new_write_id()
         if self.fs.exists(layout.rank_manifest(self.write_id, rank)):
@@ -128,6 +134,9 @@ class StoreWriter:
         self._provenance = {"host": socket.gethostname(), "pid": os.getpid(), **(provenance or {})}
         self._started_at = now()
         self._schema: Schema | None = None
+        self._held: list[Batch] = []  # first batches, while a key's type is unknown
+        self._held_bytes = 0
+        self._held_keys: dict[str, KeySchema] = {}  # the schemas the held batches show
         self._parts: PartWriter | None = None
         self._arrays: dict[str, ArrayStream] = {}
         self._shard_rows = 0  # rows per shard of the fixed-shape arrays (0: there are none)
@@ -137,7 +146,9 @@ class StoreWriter:
         self._last_commit = time.monotonic()
         self._closed = False
         self._jobs = OrderedJobs(
-            background=self.options.background, owner=f"the writer of {self.path} (rank {rank})"
+            background=self.options.background,
+            owner=f"the writer of {self.path} (rank {rank})",
+            on_error=self._note_io_error,
         )
         self._encoders = ThreadPoolExecutor(
             max(2, os.cpu_count() or 2), thread_name_prefix="predstore-encode"
@@ -159,9 +170,24 @@ class StoreWriter:
     ) -> None:
         """Add one batch: ``outputs`` holds per-batch values, ``indices`` each row's global index.
 
+        Args:
+            outputs: key to a batch of values (tensors, arrays, scalars, strings, lists,
+                nested dicts), each with one row per sample.
+            indices: each row's global dataset index.
+            names: a name per row (or ``None`` for a row without one).
+            dataloader_idx: the dataloader the rows belong to.
+
         Raises ``InvalidBatchError`` or ``SchemaError`` (naming the key and what
         was expected) before anything of the batch is stored; the writer stays
         usable and everything written before is kept.
+
+        Example::
+
+            import numpy as np
+            import predstore
+
+            with predstore.StoreWriter("scores.pstore") as writer:
+                writer.write({"score": np.array([0.1, 0.9])}, indices=[10, 11], names=["a", "b"])
         """
         self._check_open()  # an error of the writer's I/O surfaces here, at the next batch
         self.check_rules(outputs)
@@ -171,22 +197,90 @@ class StoreWriter:
         batch = self._drop_committed(batch)
         if not len(batch):
             return
-        if self._parts is None:
-            self._schema = self._infer(batch)
-            try:
-                batch = self._conform(batch)
-            except PredstoreError:
-                self._schema = None  # the next batch is the first again
-                raise
-            self._start(self._schema, batch)
-        else:
-            batch = self._conform(batch)
+        try:
+            if self._parts is None:
+                self._begin(batch)
+            else:
+                self._add(self._conform(batch))
+        except OSError as e:
+            self._note_io_error(e)
+            raise
+
+    def _add(self, batch: Batch) -> None:
         while len(batch):
             head = batch.slice(0, self._room())
             batch = batch.slice(len(head), len(batch))
             self._append(head)
             if self._commit_due():
                 self._commit_part()
+
+    def _begin(self, batch: Batch) -> None:
+        """Fix the schema from the first batches and start writing them.
+
+        While a key has been ``None`` in every row so far and its type is not
+        declared, the batches are held (copied) in memory, up to
+        ``row_group_bytes``; past that, or when the writer commits, such a key
+        is fixed as a nullable string, with a warning.
+        """
+        if self.plan.schema is not None:  # an append or a resume: the store's schema
+            self._start_with([batch], dict(self.plan.schema.keys))
+            return
+        if self._held:
+            _check_key_sets(list(self._held[0].columns), batch)
+        revealed = self._infer(batch, self._held_keys)
+        keys = {**self._held_keys, **revealed}
+        if len(keys) < len(batch.columns) and (
+            self._held_bytes + batch.nbytes <= self.options.row_group_bytes
+        ):
+            # What would fail when the schema is fixed fails now: this batch against every
+            # known key, the held batches against the keys this batch reveals.
+            for key, spec in keys.items():
+                conform(key, spec, batch.columns[key])
+            for one in self._held:
+                for key, spec in revealed.items():
+                    conform(key, spec, one.columns[key])
+            self._held.append(batch.copy())
+            self._held_bytes += batch.nbytes
+            self._held_keys = keys
+            return
+        self._start_with([*self._held, batch], keys)
+
+    def _start_with(self, held: list[Batch], keys: dict[str, KeySchema]) -> None:
+        """Start the write with the schemas ``keys`` and add the ``held`` batches. Nothing is fixed
+        by a start that fails before a row is buffered: the next batch is the first again."""
+        schema = self.plan.schema
+        if schema is None:
+            unknown = [k for k in held[0].columns if k not in keys]
+            if unknown:
+                warnings.warn(
+                    f"{self.path}: keys {unknown} were None in every row of the first "
+                    f"{sum(map(len, held))} rows, so their type is unknown; they are stored as "
+                    f"nullable strings. Declare their type, e.g. keys={{{unknown[0]!r}: "
+                    "KeySpec(dtype='float32')}",
+                    stacklevel=4,
+                )
+                nulls = KeySchema(dtypes.STRING, (), "parquet", nullable=True)
+                keys = {**keys, **dict.fromkeys(unknown, nulls)}
+            schema = Schema({k: keys[k] for k in held[0].columns})
+        self._schema = schema
+        try:
+            conformed = [self._conform(b) for b in held]
+            self._start(self._schema, conformed[0])
+            for one in conformed:
+                self._add(one)
+        except BaseException:
+            if self._committed or (self._parts is not None and self._parts.rows):
+                raise  # rows are buffered or committed: the schema stays
+            self._unstart()
+            raise
+        self._held, self._held_bytes, self._held_keys = [], 0, {}
+
+    def _unstart(self) -> None:
+        """Forget a start that failed before any row was buffered."""
+        for stream in self._arrays.values():
+            with contextlib.suppress(Exception):
+                stream.abort()
+        self._parts, self._arrays, self._schema, self._shard_rows = None, {}, None, 0
 
     def validate(
         self,
@@ -201,6 +295,18 @@ class StoreWriter:
         Nothing is stored. Appends and resumes know their schema before the
         first batch: checking that batch at once fails a job before it
         predicts more.
+
+        Example::
+
+            import numpy as np
+            import predstore
+
+            writer = predstore.StoreWriter("preds.pstore", mode="append")
+            try:
+                writer.validate({"pred": np.array(["cat"])}, indices=[8])  # pred holds integers
+            except predstore.SchemaError as e:
+                print(e)
+            writer.close()
         """
         batch = normalize(
             outputs, indices, names=names, dataloader_idx=dataloader_idx, keep=self._rules.keep
@@ -210,13 +316,22 @@ class StoreWriter:
             for key, column in batch.columns.items():
                 if key in schema.keys:
                     conform(key, schema.keys[key], column)
-            _check_key_sets(schema, batch)
+            _check_key_sets(list(schema.keys), batch)
 
     def check_rules(self, outputs: Mapping[str, Any]) -> None:
         """Warn, once (on rank 0), about ``keys=`` rules that match no key of the first batch.
 
         A rule that matches nothing is most often a typo (``"logit"`` for
         ``"logits"``), which would otherwise store the key as ``auto`` decides.
+
+        Example::
+
+            import numpy as np
+            import predstore
+
+            keys = {"logit": predstore.KeySpec(storage="zarr")}  # a typo for "logits"
+            with predstore.StoreWriter("rules.pstore", keys=keys) as writer:
+                writer.check_rules({"logits": np.zeros((2, 10))})  # logs a warning naming it
         """
         if self._rules_checked:
             return
@@ -231,26 +346,82 @@ class StoreWriter:
             )
 
     def set_expected(self, length: int, dataloader_idx: int = 0) -> None:
-        """Record how many samples ``dataloader_idx`` has, for the coverage figures."""
+        """Record how many samples ``dataloader_idx`` has, for the coverage figures.
+
+        Example::
+
+            import numpy as np
+            import predstore
+
+            with predstore.StoreWriter("half.pstore") as writer:
+                writer.set_expected(10)
+                writer.write({"pred": np.zeros(5)}, indices=np.arange(5))
+            print(predstore.open("half.pstore").coverage[0].missing)  # 5
+        """
         self._expected[int(dataloader_idx)] = int(length)
 
     @property
     def expected(self) -> dict[int, int]:
-        """The dataset length of each dataloader, where known."""
+        """The dataset length of each dataloader, where known.
+
+        Example::
+
+            import predstore
+
+            with predstore.StoreWriter("empty.pstore") as writer:
+                writer.set_expected(100, dataloader_idx=1)
+                print(writer.expected)  # {1: 100}
+        """
         return dict(self._expected)
 
     def set_index_source(self, source: str | None) -> None:
-        """Record where the rows' indices come from (``index_key``, ``batch_indices``, ...)."""
+        """Record where the rows' indices come from (``index_key``, ``batch_indices``, ...).
+
+        The store manifest keeps it, so a reader can tell true dataset indices
+        from positional ones.
+
+        Example::
+
+            import numpy as np
+            import predstore
+
+            with predstore.StoreWriter("ids.pstore") as writer:
+                writer.set_index_source("index_key=sample_id")
+                writer.write({"pred": np.zeros(2)}, indices=[3, 4])
+        """
         self._index_source = source
 
     def commit(self) -> None:
-        """Commit the rows buffered so far as a part, and wait until the rank manifest records it."""
+        """Commit the rows buffered so far as a part, and wait until the rank manifest records it.
+
+        Example::
+
+            import numpy as np
+            import predstore
+
+            writer = predstore.StoreWriter("steps.pstore")
+            writer.write({"pred": np.zeros(4)}, indices=np.arange(4))
+            writer.commit()  # survives a crash from here on: `predstore finalize` recovers it
+            print(writer.rows_committed)  # 4
+            writer.close()
+        """
         self._check_open()
         self._commit_part()
         self._jobs.drain()
 
     def close(self) -> StoreManifest | None:
-        """Commit everything; with ``world_size == 1`` also commit the store manifest and return it."""
+        """Commit everything; with ``world_size == 1`` also commit the store manifest and return it.
+
+        Example::
+
+            import numpy as np
+            import predstore
+
+            writer = predstore.StoreWriter("closed.pstore")
+            writer.write({"pred": np.zeros(3)}, indices=np.arange(3))
+            manifest = writer.close()
+            print(manifest.rows)  # 3
+        """
         if self._closed:
             return None
         self._closed = True
@@ -264,13 +435,32 @@ class StoreWriter:
             raise
         self._stop()
         self._save("closed")
-        if self.world_size == 1:
-            return finalize(
-                self.fs,
-                write_ids=[*self.plan.resumes, self.write_id],
-                retention=self.options.retention,
-            )
-        return None
+        return self.commit_store() if self.world_size == 1 else None
+
+    def commit_store(self) -> StoreManifest:
+        """Commit the store manifest from the rank manifests of this write and those it resumes.
+
+        With several ranks, one process calls it once every rank has closed.
+
+        Example::
+
+            import numpy as np
+            import predstore
+            from predstore.format.layout import new_write_id
+
+            write_id = new_write_id()  # one id, shared by every rank of the write
+            writers = [
+                predstore.StoreWriter("ranks.pstore", rank=r, world_size=2, write_id=write_id)
+                for r in range(2)
+            ]
+            for rank, writer in enumerate(writers):
+                writer.write({"pred": np.zeros(2)}, indices=[rank, rank + 2])
+                writer.close()  # commits this rank; with two ranks, not the store
+            print(writers[0].commit_store().rows)  # 4
+        """
+        return finalize(
+            self.fs, write_ids=[*self.plan.resumes, self.write_id], retention=self.options.retention
+        )
 
     def fail(self) -> None:
         """Commit the rows buffered so far and mark this rank failed; the store manifest is untouched.
@@ -280,6 +470,16 @@ class StoreWriter:
 
         Best effort: it runs after something went wrong (a full disk, say), so
         what it cannot do is logged, not raised; what was committed stays.
+
+        Example::
+
+            import numpy as np
+            import predstore
+
+            writer = predstore.StoreWriter("interrupted.pstore")
+            writer.write({"pred": np.zeros(3)}, indices=np.arange(3))
+            writer.fail()  # as leaving a ``with`` block by an exception does
+            print(predstore.finalize("interrupted.pstore").rows)  # 3: nothing committed is lost
         """
         if self._closed:
             return
@@ -329,11 +529,32 @@ class StoreWriter:
 
     @property
     def schema(self) -> Schema | None:
-        """The schema fixed by the first batch (``None`` before it)."""
+        """The schema fixed by the first batch (``None`` before it).
+
+        Example::
+
+            import numpy as np
+            import predstore
+
+            with predstore.StoreWriter("typed.pstore") as writer:
+                writer.write({"emb": np.zeros((2, 8), np.float16)}, indices=[0, 1])
+                print(writer.schema.keys["emb"].describe())
+        """
         return self._schema
 
     @property
     def rows_committed(self) -> int:
+        """How many rows this rank's manifest has committed so far.
+
+        Example::
+
+            import numpy as np
+            import predstore
+
+            with predstore.StoreWriter("count.pstore") as writer:
+                writer.write({"pred": np.zeros(5)}, indices=np.arange(5))
+                print(writer.rows_committed)  # 0 until a part commits
+        """
         return sum(p.rows for p in self._committed)
 
     # -- internals -------------------------------------------------------
@@ -341,15 +562,7 @@ class StoreWriter:
     def _check_open(self) -> None:
         if self._closed:
             raise InvalidBatchError(f"the writer of {self.path} (rank {self.rank}) is closed")
-        try:
-            self._jobs.check()
-        except OSError as e:  # a shard write ran out of disk, lost its mount, ...
-            if not getattr(e, "__notes__", None):
-                e.add_note(
-                    f"predstore: writing {self.path} failed; the {self.rows_committed} rows "
-                    "this rank committed before it are intact"
-                )
-            raise
+        self._jobs.check()  # an OSError carries its note (_note_io_error)
 
     def _drop_committed(self, batch: Batch) -> Batch:
         """Resume skips rows that are committed already; append refuses them."""
@@ -368,19 +581,21 @@ class StoreWriter:
         self.rows_skipped += int(seen.sum())
         return batch.take(~seen)
 
-    def _infer(self, batch: Batch) -> Schema:
-        known = self.plan.schema
-        if known is not None:
-            return known
-        max_bytes = self.options.parquet_max_bytes
-        return Schema(
-            {k: infer(k, c, self._rules.spec(k), max_bytes) for k, c in batch.columns.items()}
-        )
+    def _infer(self, batch: Batch, known: dict[str, KeySchema]) -> dict[str, KeySchema]:
+        """The schemas ``batch`` shows of keys not ``known`` yet (a key that is ``None`` in every
+        row and not declared shows nothing)."""
+        found = {}
+        for key, column in batch.columns.items():
+            if key not in known:
+                spec = infer(key, column, self._rules.spec(key), self.options.parquet_max_bytes)
+                if spec is not None:
+                    found[key] = spec
+        return found
 
     def _conform(self, batch: Batch) -> Batch:
         assert self._schema is not None
         keys = self._schema.keys
-        _check_key_sets(self._schema, batch)
+        _check_key_sets(list(keys), batch)
         columns = {k: conform(k, keys[k], c) for k, c in batch.columns.items()}
         self._note_nulls(batch, columns)
         return Batch(batch.indices, batch.names, batch.dataloader_idx, columns)
@@ -493,6 +708,8 @@ class StoreWriter:
         """End the open part: its arrays' shards and the part file are closed, then the rank
         manifest records them, all on the writer's I/O thread, in that order."""
         self._last_commit = time.monotonic()
+        if self._parts is None and self._held:
+            self._start_with(list(self._held), self._held_keys)
         if self._parts is None or not self._parts.rows:
             return
         for stream in self._arrays.values():
@@ -511,11 +728,8 @@ class StoreWriter:
         try:
             self._committed.append(part.finish())
             self._save("open", schema, expected)
-        except OSError as e:  # disk full, permissions, a lost mount: say what it means for the data
-            e.add_note(
-                f"predstore: committing part {part.path} of {self.path} failed; the "
-                f"{self.rows_committed} rows this rank committed before it are intact"
-            )
+        except OSError as e:
+            self._note_io_error(e, part.path)
             raise
 
     def _discard(self) -> None:
@@ -524,6 +738,20 @@ class StoreWriter:
         self.fs.delete_tree(layout.array(self.write_id, self.rank, "x").rsplit("/", 1)[0])
         if self.world_size == 1:
             self.fs.delete_tree(layout.write_dir(self.write_id))
+
+    def _note_io_error(self, error: BaseException, part: str | None = None) -> None:
+        """Say once, on an OSError (disk full, permissions, a lost mount), what it means for the data."""
+        if not isinstance(error, OSError) or any(
+            n.startswith("predstore:") for n in getattr(error, "__notes__", ())
+        ):
+            return
+        if part is None:
+            part = self._parts.path if self._parts is not None else "its first part"
+        error.add_note(
+            f"predstore: writing {part} of {self.path} (rank {self.rank}) failed; its rows are "
+            f"not committed, the {self.rows_committed} rows this rank committed before it are "
+            "intact (predstore finalize, or mode='resume', picks them up)"
+        )
 
     def _stop(self) -> None:
         """Let the I/O thread finish what is queued, and stop the threads."""
@@ -556,13 +784,14 @@ class StoreWriter:
         )
 
 
-def _check_key_sets(schema: Schema, batch: Batch) -> None:
-    extra = [k for k in batch.columns if k not in schema.keys]
-    missing = [k for k in schema.keys if k not in batch.columns]
+def _check_key_sets(keys: list[str], batch: Batch) -> None:
+    extra = [k for k in batch.columns if k not in keys]
+    missing = [k for k in keys if k not in batch.columns]
     if extra or missing:
         raise SchemaError(
             f"the batch's keys differ from the store's: missing {missing or 'none'}, "
-            f"new {extra or 'none'}; every batch has the keys {list(schema.keys)}"
+            f"new {extra or 'none'}; every batch has the keys {keys} (a key without a value "
+            "in a batch is returned as None there, a null)"
         )
 
 

@@ -29,6 +29,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("path")
     parser.add_argument("--devices", type=int, default=1)
+    parser.add_argument(
+        "--num-nodes", type=int, default=1, help="with NODE_RANK, MASTER_ADDR, MASTER_PORT set"
+    )
     parser.add_argument("--samples", type=int, default=11)
     parser.add_argument("--batch", type=int, default=3)
     parser.add_argument("--shuffle", action="store_true")
@@ -48,7 +51,8 @@ def main() -> None:
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=args.devices,
-        strategy="ddp" if args.devices > 1 else "auto",
+        num_nodes=args.num_nodes,
+        strategy="ddp" if args.devices * args.num_nodes > 1 else "auto",
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,

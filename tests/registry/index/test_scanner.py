@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -146,3 +149,65 @@ def test_liveness_is_judged_at_scan_time(tmp_path: Path) -> None:
 def test_bad_roots(tmp_path: Path) -> None:
     with pytest.raises(RegistryError, match="is not a directory"):
         scan(tmp_path / "absent")
+
+
+def _edit_json(path: Path, edit: Any) -> None:
+    doc = json.loads(path.read_text())
+    edit(doc)
+    path.write_text(json.dumps(doc))
+
+
+def test_one_bad_run_never_breaks_or_hangs_the_scan(
+    tmp_path: Path, damaged_run_files: None
+) -> None:
+    root = tmp_path / "runs"
+    deep = "[" * 100_000 + "]" * 100_000
+    runs = {
+        name: write_run(root, RunSpec(rel=name, run_id=name, metrics={"loss": [1.0, 0.5]}))
+        for name in (
+            "good",
+            "deep_sidecar",
+            "deep_summary",
+            "deep_heartbeat",
+            "huge_attempt",
+            "huge_metric_step",
+            "huge_heartbeat_step",
+            "fifo_heartbeat",
+            "fifo_sidecar",
+        )
+    }
+    (runs["deep_sidecar"] / "sidecar.json").write_text(deep)
+    (runs["deep_summary"] / "summary.json").write_text(deep)
+    (runs["deep_heartbeat"] / "heartbeat.json").write_text(deep)
+    _edit_json(runs["huge_attempt"] / "sidecar.json", lambda d: d.update(attempt=10**30))
+    _edit_json(
+        runs["huge_metric_step"] / "summary.json",
+        lambda d: d["metrics"]["loss"].update(step=10**23),
+    )
+    _edit_json(runs["huge_heartbeat_step"] / "heartbeat.json", lambda d: d.update(step=10**23))
+    for name, file in (("fifo_heartbeat", "heartbeat.json"), ("fifo_sidecar", "sidecar.json")):
+        (runs[name] / file).unlink()
+        os.mkfifo(runs[name] / file)
+
+    # A real process with a deadline: a scan that blocked on a FIFO would never return.
+    done = subprocess.run(
+        [sys.executable, "-c", f"from predstore.registry import scan; r = scan({str(root)!r})"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = scan(root)
+    problems = {(Path(p.run_dir).name, p.file): (p.fatal, p.message) for p in report.problems}
+    assert problems[("deep_sidecar", "sidecar.json")][0] is True
+    assert "nested too deeply" in problems[("deep_sidecar", "sidecar.json")][1]
+    assert problems[("deep_summary", "summary.json")][0] is False
+    assert problems[("huge_attempt", "sidecar.json")][0] is True
+    assert "beyond 64 bits" in problems[("huge_attempt", "sidecar.json")][1]
+    assert problems[("huge_metric_step", "summary.json")][0] is False
+    assert problems[("huge_heartbeat_step", "heartbeat.json")][0] is False
+    assert "not a regular file" in problems[("fifo_heartbeat", "heartbeat.json")][1]
+    assert "not a regular file" in problems[("fifo_sidecar", "sidecar.json")][1]
+    indexed = {Path(d).name for d in _indexed_dirs(report.cache)}
+    assert indexed == set(runs) - {"deep_sidecar", "huge_attempt", "fifo_sidecar"}

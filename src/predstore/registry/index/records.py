@@ -101,11 +101,11 @@ def read_run_dir(run_dir: Path) -> tuple[RunRecord | None, list[Problem]]:
     _read_summary_into(record, run_dir, problems)
     try:
         record.heartbeat = read_heartbeat(run_dir / HEARTBEAT)
-    except OSError as exc:
+    except (CorruptRunError, OSError) as exc:
         problems.append(Problem(where, HEARTBEAT, str(exc), fatal=False))
     try:
         record.media_count = len(read_media_index(run_dir))
-    except OSError as exc:
+    except (CorruptRunError, OSError) as exc:
         problems.append(Problem(where, MEDIA_INDEX, str(exc), fatal=False))
     return record, problems
 

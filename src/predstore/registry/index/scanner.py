@@ -29,6 +29,7 @@ from typing import Any
 from predstore.errors import RegistryError
 from predstore.registry.index import sqlite_cache
 from predstore.registry.index.records import Problem, RunRecord, is_run_dir, read_run_dir, signature
+from predstore.registry.rundir.files import HEARTBEAT, SIDECAR, SUMMARY
 from predstore.registry.rundir.summary import MetricStats
 
 DEFAULT_MAX_DEPTH = 8
@@ -172,10 +173,38 @@ def _replace(
         "INSERT INTO entries (run_dir, signature, indexed) VALUES (?, ?, ?)",
         (run_dir, sig, record is not None),
     )
-    if record is not None:
-        _insert_run(conn, record)
+    if record is not None and not _try_insert(conn, record, problems):
+        conn.execute("UPDATE entries SET indexed = 0 WHERE run_dir = ?", (run_dir,))
     for problem in problems:
         _add_problem(conn, problem)
+
+
+def _try_insert(conn: sqlite3.Connection, record: RunRecord, problems: list[Problem]) -> bool:
+    """Index the run; if a value does not fit SQLite (an integer beyond 64 bits, say), index it
+    without its summary and heartbeat, and failing that not at all, reporting why."""
+    bare = RunRecord(record.run_dir, record.sidecar, media_count=record.media_count)
+    step = record.heartbeat.step if record.heartbeat is not None else None
+    extras = HEARTBEAT if step is not None and not -(2**63) <= step < 2**63 else SUMMARY
+    for attempt, file in ((record, extras), (bare, SIDECAR)):
+        conn.execute("SAVEPOINT run")
+        try:
+            _insert_run(conn, attempt)
+        except (OverflowError, sqlite3.Error, TypeError, ValueError) as exc:
+            conn.execute("ROLLBACK TO run")
+            conn.execute("RELEASE run")
+            problems.append(
+                Problem(
+                    record.run_dir,
+                    file,
+                    f"cannot be indexed ({exc}): a value is out of range, such as an "
+                    "integer beyond 64 bits",
+                    fatal=attempt is bare,
+                )
+            )
+            continue
+        conn.execute("RELEASE run")
+        return True
+    return False
 
 
 def _add_problem(conn: sqlite3.Connection, problem: Problem) -> None:

@@ -10,11 +10,11 @@ when all are numbers, ``Boolean`` when all are booleans, otherwise
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Any
 
 import polars as pl
 
+from predstore.registry._time import datetime_from_unix, parse_iso
 from predstore.registry.query.field_sql import STATS, Field
 
 _TIMESTAMPS = ("created_at", "started_at", "updated_at", "ended_at")
@@ -98,9 +98,9 @@ def _field_order(f: Field) -> tuple[str, int]:
 
 def _base_series(name: str, values: list[Any]) -> pl.Series:
     if name in _TIMESTAMPS:
-        return pl.Series(name, [_parse_time(v) for v in values], _DT)
+        return pl.Series(name, [parse_iso(v) for v in values], _DT)
     if name == "last_seen":
-        return pl.Series(name, [_from_unix(v) for v in values], _DT)
+        return pl.Series(name, [datetime_from_unix(v) for v in values], _DT)
     if name == "tags":
         return pl.Series(name, [json.loads(v) for v in values], pl.List(pl.String))
     if name in _INTS:
@@ -123,19 +123,3 @@ def _field_series(f: Field, numbers: list[Any], texts: list[Any]) -> pl.Series:
     if present and all(t in ("true", "false") for _, t in present):
         return pl.Series(f.path, [None if t is None else t == "true" for t in texts], pl.Boolean)
     return pl.Series(f.path, texts, pl.String)
-
-
-def _parse_time(text: object) -> datetime | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _from_unix(seconds: object) -> datetime | None:
-    if not isinstance(seconds, (int, float)):
-        return None
-    return datetime.fromtimestamp(seconds, tz=UTC)

@@ -22,8 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from predstore.errors import CorruptRunError
 from predstore.registry._atomic import atomic_write
 from predstore.registry._time import now_iso, unix_from_iso
+from predstore.registry.rundir._read import parse_json, read_regular
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +54,13 @@ def read_heartbeat(path: Path) -> HeartbeatInfo | None:
     time stands in for the time it records.
     """
     try:
-        data = path.read_bytes()
+        data = read_regular(path)  # CorruptRunError for a FIFO: reported by the scan
         mtime = path.stat().st_mtime
     except FileNotFoundError:
         return None
     try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+        doc = parse_json(data, path)
+    except CorruptRunError:
         return HeartbeatInfo(time=mtime)
     if not isinstance(doc, dict):
         return HeartbeatInfo(time=mtime)

@@ -34,10 +34,11 @@ from typing import Any
 
 import numpy as np
 
-from predstore.errors import ConfigError
+from predstore.errors import ConfigError, CorruptRunError
 from predstore.registry._atomic import atomic_write
 from predstore.registry._time import now_iso
 from predstore.registry.rundir._png import encode_png
+from predstore.registry.rundir._read import parse_json, read_regular
 from predstore.registry.rundir.files import MEDIA_DIR, MEDIA_INDEX
 
 log = logging.getLogger(__name__)
@@ -183,14 +184,14 @@ def _append_line(path: Path, line: str) -> None:
 def read_media_index(run_dir: Path) -> list[dict[str, Any]]:
     """The entries of ``media.jsonl``, skipping lines that do not parse."""
     try:
-        text = (run_dir / MEDIA_INDEX).read_text(encoding="utf-8", errors="replace")
+        data = read_regular(run_dir / MEDIA_INDEX)
     except FileNotFoundError:
         return []
     entries = []
-    for line in text.splitlines():
+    for line in data.decode("utf-8", errors="replace").splitlines():
         try:
-            entry = json.loads(line)
-        except ValueError:
+            entry = parse_json(line, run_dir / MEDIA_INDEX)
+        except CorruptRunError:
             continue
         if isinstance(entry, dict):
             entries.append(entry)

@@ -28,6 +28,7 @@ from typing import Any
 from predstore.errors import CorruptRunError
 from predstore.registry._atomic import commit_temp, discard, write_temp
 from predstore.registry.rundir import json_schemas
+from predstore.registry.rundir._read import parse_json, read_regular
 
 log = logging.getLogger(__name__)
 
@@ -111,16 +112,13 @@ def read_sidecar(path: Path) -> dict[str, Any]:
         FileNotFoundError: if the file does not exist.
         CorruptRunError: if it is not a JSON object following the sidecar schema.
     """
-    doc = _parse(path.read_bytes(), path)
+    doc = _parse(read_regular(path), path)
     json_schemas.check(doc, "sidecar", str(path))
     return doc
 
 
 def _parse(data: bytes, path: Path) -> dict[str, Any]:
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise CorruptRunError(f"{path} is not valid JSON: {exc}") from exc
+    doc = parse_json(data, path)
     if not isinstance(doc, dict):
         raise CorruptRunError(f"{path} must hold a JSON object, found {type(doc).__name__}")
     return doc
@@ -181,7 +179,7 @@ class SidecarFile:
 
     def _read_or_move_aside(self) -> dict[str, Any] | None:
         try:
-            data = self.path.read_bytes()
+            data = read_regular(self.path)
         except FileNotFoundError:
             return None
         try:
@@ -189,7 +187,7 @@ class SidecarFile:
         except CorruptRunError:
             time.sleep(0.05)  # an editor may be half-way through a non-atomic save
             try:
-                return _parse(self.path.read_bytes(), self.path)
+                return _parse(read_regular(self.path), self.path)
             except FileNotFoundError:
                 return None
             except CorruptRunError as exc:

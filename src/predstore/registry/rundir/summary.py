@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from predstore.errors import CorruptRunError
 from predstore.registry._time import now_iso
 from predstore.registry.rundir import json_schemas
+from predstore.registry.rundir._read import parse_json, read_regular
 from predstore.registry.rundir.files import SUMMARY_VERSION
 
 #: Columns of a metrics row that are coordinates, not metrics.
@@ -174,9 +174,6 @@ def read_summary(path: Path) -> tuple[Summary, dict[str, Any]]:
         FileNotFoundError: if the file does not exist.
         CorruptRunError: if it is not valid JSON or does not follow the schema.
     """
-    try:
-        doc = json.loads(path.read_bytes())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise CorruptRunError(f"{path} is not valid JSON: {exc}") from exc
+    doc = parse_json(read_regular(path), path)
     json_schemas.check(doc, "summary", str(path))
     return Summary.from_json(doc), doc
