@@ -13,7 +13,7 @@ import pytest
 import predstore
 from predstore.errors import CommitConflictError, ConfigError, StorageError
 from predstore.format import commit as commits
-from predstore.format import layout
+from predstore.format import history, layout
 from predstore.format.fs import LocalFileSystem, ObjectFileSystem, filesystem_for
 from s3_support import Fault, put_to
 
@@ -136,8 +136,21 @@ def test_a_second_store_commit_of_one_generation_is_a_conflict(s3) -> None:
     manifest = commits.committed(fs)
     assert manifest is not None
     with pytest.raises(CommitConflictError, match="another process committed generation 1"):
-        commits.commit(fs, manifest)  # generation 1 again, from "another" committer
+        history.commit(
+            fs, None, manifest, replaces=True
+        )  # generation 1 again, from "another" committer
     assert len(predstore.open(s3.url())) == 3
+
+
+def test_replace_if_is_a_conditional_put_on_the_etag_read(s3) -> None:
+    fs = filesystem_for(s3.url())
+    fs.replace("manifest.json", b"generation 1")
+    data, version = fs.read_versioned("manifest.json")
+    assert data == b"generation 1"
+    assert fs.replace_if("manifest.json", b"generation 2", version)
+    assert not fs.replace_if("manifest.json", b"generation 1 again", version)  # a stale version
+    assert fs.read_bytes("manifest.json") == b"generation 2"
+    assert not fs.replace_if("absent.json", b"x", version)
 
 
 # -- faults -----------------------------------------------------------------------------

@@ -724,7 +724,7 @@ class ObjectFileSystem(FileSystem):
                     self._store(),
                     path,
                     data,
-                    mode={"e_tag": version, "version": None},
+                    mode={"e_tag": version},
                     use_multipart=False,
                 )
             except (PreconditionError, FileNotFoundError):
