@@ -114,8 +114,10 @@ class S3:
         client = from_url(f"s3://{self.bucket}", client_options={"allow_http": True})
         for key in self.keys():
             name = key.rsplit("/", 1)[-1]
-            if name == "manifest.json" or "/_commits/0" in key:
+            if name == "manifest.json":
                 validator = STORE_MANIFEST
+            elif "/_commits/0" in key:
+                validator = COMMIT_RECORD
             elif name.startswith("rank-") and name.endswith(".json"):
                 validator = RANK_MANIFEST
             else:

@@ -143,10 +143,12 @@ def upgrade(
 
         import predstore
 
-        predstore.upgrade("old.pstore")  # then it takes appends again
+        manifest = predstore.upgrade("preds.pstore")  # a 0.1 store then takes appends again
+        print(manifest.format_version)
 
     Stores of older formats read as they are; writing to one needs this
-    first. Data files are not rewritten.
+    first. Data files are not rewritten; a store of the current format is
+    returned as it is.
     """
     from predstore.format.commit import upgrade as _upgrade
 

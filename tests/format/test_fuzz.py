@@ -260,7 +260,7 @@ def test_a_damaged_next_commit_record(
     (path / "_commits" / "0000000003.json").write_bytes(next_record)
     try:
         store = predstore.open(path)
-        for key in store:
+        for key in store.schema.keys:
             store.read(key)
     except predstore.PredstoreError:
         pass

@@ -345,7 +345,17 @@ class Store:
 
     @property
     def part_paths(self) -> list[str]:
-        """The Parquet parts, as paths that pyarrow, polars or DuckDB read directly."""
+        """The Parquet parts, as paths that pyarrow, polars or DuckDB read directly.
+
+        Example::
+
+            import predstore
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(predstore.open("preds.pstore").part_paths)
+
+        The same list as :meth:`parquet_files`, as a property.
+        """
         return self.parquet_files()
 
     def parquet_files(self) -> list[str]:
@@ -353,6 +363,7 @@ class Store:
 
         Example::
 
+            import predstore
             import pyarrow.dataset as ds
 
             table = ds.dataset(predstore.open("preds.pstore").parquet_files()).to_table()
