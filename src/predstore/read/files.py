@@ -22,7 +22,9 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
 import re
 import secrets
@@ -154,7 +156,13 @@ def _png(key: str) -> FileWriter:
     from PIL import Image
 
     def write(path: str, value: Any) -> None:
-        Image.fromarray(to_image(value, key=key)).save(path, format="PNG", compress_level=1)
+        # Encoded in memory, then one write: Pillow saving to a path opens the file for
+        # reading and writing and writes chunk by chunk while it holds the GIL, which
+        # costs more than the encoding of a small mask and serialises the writer threads.
+        encoded = io.BytesIO()
+        Image.fromarray(to_image(value, key=key)).save(encoded, format="PNG", compress_level=1)
+        with open(path, "wb") as file:
+            file.write(encoded.getbuffer())
 
     return write
 
@@ -284,6 +292,7 @@ def _write_all(
     if progress is not None:
         progress(0, len(positions))
     threads = workers or min(8, (os.cpu_count() or 1) + 2)
+    directory = os.fspath(folder)
     with ThreadPoolExecutor(threads, thread_name_prefix="predstore-files") as pool:
         for start, values in _blocks(store, key, spec, positions):
             mask = np.ma.getmaskarray(values) if isinstance(values, np.ma.MaskedArray) else None
@@ -292,8 +301,8 @@ def _write_all(
                 if mask is not None and mask[offset].any():
                     null += 1
                     continue
-                target = folder / files[start + offset]
-                jobs.append(pool.submit(_write_one, write, target, suffix, values[offset]))
+                file = files[start + offset]
+                jobs.append(pool.submit(_write_one, write, directory, file, suffix, values[offset]))
             for job in jobs:
                 job.result()
             done += len(values)
@@ -311,13 +320,15 @@ def _blocks(
         yield start, store._gather_at(key, spec, positions[start : start + rows])
 
 
-def _write_one(write: FileWriter, target: Path, suffix: str, value: Any) -> None:
+def _write_one(write: FileWriter, folder: str, file: str, suffix: str, value: Any) -> None:
     """``write`` to a temporary name in the same folder with the same suffix, then rename."""
-    stem = target.name[: len(target.name) - len(suffix)]
-    temp = target.with_name(f".{stem}{_PARTIAL}{secrets.token_hex(4)}{suffix}")
+    # Plain strings, not Paths: building two Paths per file costs as much as encoding a mask.
+    stem = file[: len(file) - len(suffix)]
+    temp = os.path.join(folder, f".{stem}{_PARTIAL}{secrets.token_hex(4)}{suffix}")
     try:
-        write(os.fspath(temp), value)
-        os.replace(temp, target)
+        write(temp, value)
+        os.replace(temp, os.path.join(folder, file))
     except BaseException:
-        temp.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
         raise
