@@ -82,8 +82,12 @@ def finalize(
     """Commit the rows that the ranks of unfinished writes at ``path`` committed.
 
     Args:
-        path: the store's directory.
+        path: the store: a directory or an object store URL.
         retention: seconds the files of a store this commit replaces stay for readers.
+        allow_shrink: allow an unfinished overwrite that leaves fewer rows than
+            the store has (refused by default).
+        storage_options: credentials and endpoint of an object store, when
+            ``path`` is a URL (default: the standard environment variables).
 
     Example::
 
@@ -113,8 +117,12 @@ def vacuum(
     """Delete the files no reader needs any more; return the write ids deleted.
 
     Args:
-        path: the store's directory.
+        path: the store: a directory or an object store URL.
         retention: seconds a replaced write's files stay for readers that opened it before.
+        discard_unfinished: also delete unfinished writes whose ranks committed
+            rows (kept by default, for ``finalize`` or ``mode="resume"``).
+        storage_options: credentials and endpoint of an object store, when
+            ``path`` is a URL (default: the standard environment variables).
 
     Example::
 
@@ -138,6 +146,11 @@ def upgrade(
     path: str | os.PathLike[str], *, storage_options: Mapping[str, Any] | None = None
 ) -> StoreManifest:
     """Rewrite a store written by an older predstore in the current format, as one commit.
+
+    Args:
+        path: the store: a directory or an object store URL.
+        storage_options: credentials and endpoint of an object store, when
+            ``path`` is a URL (default: the standard environment variables).
 
     Example::
 

@@ -41,6 +41,26 @@ DEFAULT_CACHE_BYTES = 256 * MiB
 class PredictionDataset(Dataset[Any]):
     """Stored predictions as a map-style torch Dataset, alone or joined to the source dataset.
 
+    Args:
+        path_or_store: the store: a path, a URL (``s3://...``) or an open :class:`Store`.
+        keys: the keys each item holds (one name or several); all keys by default.
+        dataloader_idx: which dataloader's rows.
+        order: ``"index"`` (item ``i`` is the ``i``-th row in global index order)
+            or ``"storage"`` (the order the rows are stored, which reads chunk
+            after chunk when not shuffled).
+        as_torch: values as tensors (``False``: numpy arrays).
+        transform: applied to each item's dict of values.
+        source: a map-style dataset (or a ``Subset`` of one) to pair the rows with:
+            item ``i`` becomes ``(source[i], predictions)``.
+        missing: with ``source``, what a source sample without a stored prediction
+            is: ``"error"`` at construction, or ``"skip"`` to leave it out.
+        cache_bytes: how many bytes of decoded Zarr values to keep.
+        preload: decode the Zarr keys at construction (shared with forked workers).
+        storage_options: credentials and endpoint of an object store, when
+            ``path_or_store`` is a URL (see docs/object-storage.md).
+        check_source: refuse a ``source`` whose class, length or name differs from
+            what the store recorded of the dataset it was predicted on.
+
     Example::
 
         import torch

@@ -47,6 +47,24 @@ ROWS_PER_READ = 256
 class SequentialPredictionDataset(IterableDataset[Any]):
     """One fast pass over a store per epoch: chunk after chunk, split across workers and ranks.
 
+    Args:
+        path_or_store: the store: a path, a URL (``s3://...``) or an open :class:`Store`.
+        keys: the keys each element holds (one name or several); all keys by default.
+        dataloader_idx: which dataloader's rows.
+        batch_size: rows per element (a whole batch); ``None`` for one item per element.
+        shuffle: shuffle the units of rows and the rows within a buffer.
+        buffer_size: rows shuffled together (default: about 32 MiB of values).
+        seed: with the epoch number, fixes each epoch's order; ``None`` draws it
+            from torch's random generator.
+        drop_last: drop each rank's last, short batch.
+        balance: how ranks get equal shares: ``"pad"``, ``"drop"`` or ``"none"``.
+        as_torch: values as tensors (``False``: numpy arrays).
+        transform: applied to each element.
+        rank: this process's share (default: from ``torch.distributed``); with ``world_size``.
+        world_size: the number of shares; with ``rank``.
+        storage_options: credentials and endpoint of an object store, when
+            ``path_or_store`` is a URL (see docs/object-storage.md).
+
     Example::
 
         from torch.utils.data import DataLoader

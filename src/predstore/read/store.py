@@ -61,8 +61,11 @@ def open(
     """Open the committed store at ``path`` (a directory, or an ``s3://``, ``gs://``, ``az://`` URL).
 
     Args:
-        path: the store's directory.
-        filesystem: where the store lives, when not a local directory.
+        path: the store: a directory or an object store URL.
+        storage_options: credentials and endpoint of an object store, when
+            ``path`` is a URL (default: the standard environment variables).
+        filesystem: the :class:`~predstore.format.fs.FileSystem` to read
+            through, instead of the one ``path`` names.
 
     Example::
 
@@ -109,6 +112,10 @@ class Store:
     Open one with :func:`predstore.open`. A ``Store`` reads the generation
     it was opened at, whatever later commits do, for as long as the
     writers' ``retention`` keeps replaced files.
+
+    Args:
+        fs: the file system the store's files are read through.
+        manifest: the committed manifest this ``Store`` reads.
 
     Example::
 
@@ -210,6 +217,11 @@ class Store:
     ) -> dict[str, Any]:
         """The row of ``index`` (or the row called ``name``) in ``dataloader_idx``, with every key.
 
+        Args:
+            index: the row's global dataset index.
+            name: the row's name, instead of ``index``.
+            dataloader_idx: which dataloader's rows.
+
         Example::
 
             import predstore
@@ -227,6 +239,9 @@ class Store:
 
     def head(self, n: int = 5) -> pl.DataFrame:
         """The first ``n`` rows in the store's order as a polars DataFrame, every key included.
+
+        Args:
+            n: how many rows.
 
         Example::
 
@@ -300,6 +315,13 @@ class Store:
         self, key: str, out_dir: str | os.PathLike[str], *, writer: Any = "npy", **options: Any
     ) -> ExportedFiles:
         """One file per row of ``key`` in ``out_dir``: see :func:`predstore.read.files.export_files`.
+
+        Args:
+            key: the key written, one file per row.
+            out_dir: the directory the files go to (made if missing).
+            writer: the file format (``"npy"``, ``"png"``, ...) or a callable that writes one file.
+            options: passed on to :func:`predstore.read.files.export_files`
+                (``where``, ``file_names``, ``existing``, ...).
 
         Example::
 
@@ -424,8 +446,11 @@ class Store:
     ) -> pd.DataFrame:
         """The rows as a pandas DataFrame (sorted by dataloader and index unless ``sort=False``).
 
-        With ``arrays=True``, every key (Zarr keys as a numpy array per cell, as
-        :meth:`to_arrow` lays them out), always in the store's order.
+        Args:
+            columns: the columns to take (default: every Parquet key and the row keys).
+            sort: sort by dataloader and index.
+            arrays: include every key (Zarr keys as a numpy array per cell, as
+                :meth:`to_arrow` lays them out), always in the store's order.
 
         Example::
 
@@ -473,6 +498,9 @@ class Store:
 
     def indices(self, dataloader_idx: int = 0) -> NDArray:
         """The indices of ``dataloader_idx`` that the store holds, sorted.
+
+        Args:
+            dataloader_idx: which dataloader's rows.
 
         Example::
 
@@ -628,6 +656,20 @@ class Store:
     ) -> PredictionDataset:
         """The rows as a map-style torch Dataset: see :class:`predstore.PredictionDataset`.
 
+        Args:
+            keys: the keys each item holds; all keys by default.
+            dataloader_idx: which dataloader's rows.
+            order: ``"index"`` or ``"storage"``.
+            as_torch: values as tensors (``False``: numpy arrays).
+            transform: applied to each item's dict of values.
+            source: a map-style dataset to pair the rows with.
+            missing: ``"error"`` or ``"skip"`` for source samples without a prediction.
+            cache_bytes: how many bytes of decoded Zarr values to keep.
+            preload: decode the Zarr keys at construction.
+            check_source: refuse a ``source`` unlike the dataset the store recorded.
+
+        Each is described in full under :class:`predstore.PredictionDataset`.
+
         Example::
 
             import torch
@@ -659,6 +701,10 @@ class Store:
         self, keys: Sequence[str] | str | None = None, **options: Any
     ) -> SequentialPredictionDataset:
         """Whole passes in storage order: see :class:`predstore.SequentialPredictionDataset`.
+
+        Args:
+            keys: the keys each element holds; all keys by default.
+            options: the other arguments of :class:`predstore.SequentialPredictionDataset`.
 
         Example::
 

@@ -34,11 +34,15 @@ StorageChoice = Literal["auto", "parquet", "zarr", "skip"]
 class KeySpec:
     """How to store one key, or every key that matches a glob pattern.
 
-    ``codec`` and ``level`` choose the Zarr compressor: ``"auto"`` (the default:
-    compress where it pays, see :mod:`predstore.write.codecs`), ``"zstd"``,
-    ``"blosc-zstd"``, ``"blosc-lz4"``, ``"gzip"`` or ``"none"``.
-    ``dtype`` declares the type of a key whose first batch may hold only
-    ``None`` (``"string"``, ``"float64"``, ...), which no value can show.
+    Args:
+        storage: ``"auto"`` (the default: the routing rule of docs/format.md),
+            ``"parquet"``, ``"zarr"``, or ``"skip"`` to leave the key out.
+        codec: the Zarr compressor: ``"auto"`` (the default: compress where it
+            pays, see :mod:`predstore.write.codecs`), ``"zstd"``,
+            ``"blosc-zstd"``, ``"blosc-lz4"``, ``"gzip"`` or ``"none"``.
+        level: the compressor's level; ``None`` for its default.
+        dtype: the type of a key whose first batch may hold only ``None``
+            (``"string"``, ``"float64"``, ...), which no value can show.
 
     Example::
 

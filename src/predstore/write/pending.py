@@ -24,9 +24,11 @@ def pending(
     """A ``torch.utils.data.Subset`` of ``dataset`` holding only the samples not committed yet.
 
     Args:
-        path: the store's directory (it need not exist yet).
+        path: the store: a directory or an object store URL (it need not exist yet).
         dataset: the map-style dataset (or a ``Subset`` of one) being predicted.
         dataloader_idx: the dataloader whose committed rows count.
+        storage_options: credentials and endpoint of an object store, when
+            ``path`` is a URL (default: the standard environment variables).
 
     Example::
 

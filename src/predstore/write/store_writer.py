@@ -51,6 +51,22 @@ _log = logging.getLogger("predstore")
 class StoreWriter:
     """Writes one rank's rows to a store; the rank manifest commits them part by part.
 
+    Args:
+        path: the store: a directory, or an object store URL (``s3://bucket/prefix``,
+            ``gs://``, ``az://``).
+        options: a :class:`predstore.WriteOptions`; its fields may also be given by
+            name (``mode=``, ``keys=``, the sizes, the codec, ``storage_options=``...).
+        rank: this writer's rank among ``world_size``.
+        world_size: how many ranks write this ``write_id``.
+        write_id: the id every rank of one write shares (default: a new one;
+            required with ``world_size > 1``).
+        expected: the number of samples of each dataloader, for the coverage figures.
+        index_source: where the rows' indices come from, recorded in the manifest.
+        provenance: extra JSON-able facts recorded with the write.
+        filesystem: the :class:`~predstore.format.fs.FileSystem` to write through
+            (default: the one ``path`` names).
+        option_values: :class:`predstore.WriteOptions` fields by name.
+
     Example::
 
         import numpy as np
@@ -296,6 +312,12 @@ class StoreWriter:
         first batch: checking that batch at once fails a job before it
         predicts more.
 
+        Args:
+            outputs: the batch's values by key, as :meth:`write` takes them.
+            indices: each row's global dataset index.
+            names: each row's name, if the store keeps names.
+            dataloader_idx: which dataloader the batch came from.
+
         Example::
 
             import numpy as np
@@ -324,6 +346,9 @@ class StoreWriter:
         A rule that matches nothing is most often a typo (``"logit"`` for
         ``"logits"``), which would otherwise store the key as ``auto`` decides.
 
+        Args:
+            outputs: the first batch's values by key.
+
         Example::
 
             import numpy as np
@@ -347,6 +372,10 @@ class StoreWriter:
 
     def set_expected(self, length: int, dataloader_idx: int = 0) -> None:
         """Record how many samples ``dataloader_idx`` has, for the coverage figures.
+
+        Args:
+            length: the number of samples of the dataloader.
+            dataloader_idx: which dataloader.
 
         Example::
 
@@ -379,6 +408,9 @@ class StoreWriter:
 
         The store manifest keeps it, so a reader can tell true dataset indices
         from positional ones.
+
+        Args:
+            source: a short description, or ``None`` when unknown.
 
         Example::
 
