@@ -17,10 +17,9 @@ from typing import Annotated, Any, Literal
 
 import polars as pl
 import typer
-from rich.console import Console
 
+from predstore.cli.exits import friendly_errors
 from predstore.cli.output import print_line, print_table, progress
-from predstore.errors import PredstoreError
 from predstore.registry import Registry, scan
 from predstore.registry.query.table_export import write_table
 from predstore.registry.rundir.liveness import DEFAULT_STALE_AFTER
@@ -92,17 +91,8 @@ Shown = tuple[str, str, Callable[[Any], str]]
 
 
 @contextmanager
-def _errors() -> Iterator[None]:
-    try:
-        yield
-    except PredstoreError as exc:
-        Console(stderr=True, highlight=False).print(f"[red]error:[/red] {exc}", markup=True)
-        raise typer.Exit(code=1) from exc
-
-
-@contextmanager
 def _open(root: Path, cache: Path | None, stale_after: float) -> Iterator[Registry]:
-    with _errors(), Registry.open(root, cache=cache, stale_after=stale_after) as registry:
+    with friendly_errors(), Registry.open(root, cache=cache, stale_after=stale_after) as registry:
         yield registry
 
 
@@ -115,7 +105,7 @@ def scan_command(
     cache: CacheOption = None,
 ) -> None:
     """Index the run directories under ROOT (incrementally, by modification time)."""
-    with _errors(), progress(f"scanning {root}"):
+    with friendly_errors(), progress(f"scanning {root}"):
         report = scan(root, cache=cache, full=full)
     print_line(
         f"Scanned {report.root}: {report.runs} runs indexed ({report.read} read, "
@@ -158,7 +148,7 @@ def ls_command(
     stale_after: StaleOption = DEFAULT_STALE_AFTER,
 ) -> None:
     """List runs, filtered and sorted."""
-    with _open(root, cache, stale_after) as registry, _errors():
+    with _open(root, cache, stale_after) as registry, friendly_errors():
         frame = registry.ls(
             status=status,
             tags=tag,
@@ -200,7 +190,7 @@ def best_command(
 ) -> None:
     """Rank runs by the best value they reached of METRIC (lowest by default)."""
     mode: Literal["min", "max"] = "max" if maximize else "min"
-    with _open(root, cache, stale_after) as registry, _errors():
+    with _open(root, cache, stale_after) as registry, friendly_errors():
         frame = registry.best(metric, mode=mode, limit=limit, status=status, tags=tag, where=where)
         best, at_step, last = _extra_columns(frame)
         shown: list[Shown] = [
@@ -223,7 +213,7 @@ def show_command(
     stale_after: StaleOption = DEFAULT_STALE_AFTER,
 ) -> None:
     """Show everything the registry knows about one run."""
-    with _open(root, cache, stale_after) as registry, _errors():
+    with _open(root, cache, stale_after) as registry, friendly_errors():
         detail = registry.show(run_id)
     print_table(
         f"run {detail.info['run_id']}",
@@ -254,7 +244,7 @@ def export_command(
     stale_after: StaleOption = DEFAULT_STALE_AFTER,
 ) -> None:
     """Write one wide row per run (columns, hparams.*, summary.*) to CSV or Parquet."""
-    with _open(root, cache, stale_after) as registry, _errors():
+    with _open(root, cache, stale_after) as registry, friendly_errors():
         frame = registry.table(status=status, tags=tag, alive=True if alive else None, where=where)
         path = write_table(frame, out)
     print_line(f"Wrote {frame.height} runs, {frame.width} columns to {path}")

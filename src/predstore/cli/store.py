@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import msgspec
 import typer
-from rich.console import Console
 
+from predstore.cli.exits import friendly_errors, stderr, usage_error
 from predstore.cli.output import print_line, print_table, progress
-from predstore.errors import ConfigError, PredstoreError
-
-errors = Console(stderr=True, highlight=False, soft_wrap=True)
+from predstore.errors import ConfigError
 
 StorePath = Annotated[
     str,
@@ -33,23 +29,6 @@ def register(app: typer.Typer) -> None:
         app.command()(command)
 
 
-@contextmanager
-def _friendly_errors() -> Iterator[None]:
-    """predstore's errors and file system errors end the command with one line and exit status 1."""
-    try:
-        yield
-    except PredstoreError as e:
-        _fail(str(e))
-    except OSError as e:
-        where = f"{e.filename}: " if e.filename else ""
-        _fail(f"{where}{e.strerror or e}")
-
-
-def _fail(message: str) -> NoReturn:
-    errors.print(f"[bold red]error:[/] {' '.join(message.split())}", markup=True)
-    raise typer.Exit(1) from None
-
-
 def info(
     path: StorePath,
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
@@ -58,7 +37,7 @@ def info(
     import predstore
     from predstore.read.inspect import disk_bytes, file_count, human_bytes, key_usage
 
-    with _friendly_errors():
+    with friendly_errors():
         store = predstore.open(path)
         if as_json:
             typer.echo(msgspec.json.encode(store.manifest).decode())
@@ -132,17 +111,17 @@ def verify(
     """Check every file of the manifest, the parts, the arrays' extents and the coverage figures."""
     from predstore.read.verify import verify as run
 
-    with _friendly_errors(), progress(f"verifying {path}"):
+    with friendly_errors(), progress(f"verifying {path}"):
         report = run(path, deep=deep)
     for problem in report.problems:
-        errors.print(f"[red]problem:[/] {problem}")
+        stderr().print(f"[red]problem:[/] {problem}")
     for w in report.unfinished:
         how = (
             "`predstore finalize` or mode='resume' recovers them"
             if w.recoverable
             else "superseded by a later commit; finalize will not use them"
         )
-        errors.print(
+        stderr().print(
             f"[yellow]unfinished write[/] {w.write_id} ({w.mode}, ranks {w.ranks}): "
             f"{w.rows:,} committed rows not in the store manifest; {how}"
         )
@@ -152,7 +131,7 @@ def verify(
             f"{report.files_checked} files checked"
         )
         return
-    errors.print(f"[bold red]not ok[/] {report.path}")
+    stderr().print(f"[bold red]not ok[/] {report.path}")
     raise typer.Exit(1)
 
 
@@ -171,7 +150,7 @@ def finalize(
     from predstore.format.commit import load_store_manifest
     from predstore.format.fs import filesystem_for
 
-    with _friendly_errors(), progress(f"finalizing {path}"):
+    with friendly_errors(), progress(f"finalizing {path}"):
         before = load_store_manifest(filesystem_for(path))
         manifest = predstore.finalize(path, allow_shrink=allow_shrink)
     if before is not None and before.generation == manifest.generation:
@@ -208,7 +187,7 @@ def vacuum(
     """Delete replaced writes, empty unfinished writes and old commit records once no reader needs them."""
     import predstore
 
-    with _friendly_errors(), progress(f"vacuuming {path}"):
+    with friendly_errors(), progress(f"vacuuming {path}"):
         deleted = predstore.vacuum(path, retention=retention, discard_unfinished=discard_unfinished)
     print_line(f"deleted {len(deleted)} write(s)" + (f": {', '.join(deleted)}" if deleted else ""))
 
@@ -228,7 +207,7 @@ def compact(
     from predstore.format.commit import load_store_manifest
     from predstore.format.fs import filesystem_for
 
-    with _friendly_errors(), progress(f"compacting {path}"):
+    with friendly_errors(), progress(f"compacting {path}"):
         before = load_store_manifest(filesystem_for(path))
         manifest = run(path, part_rows=part_rows, retention=retention)
     print_line(
@@ -241,7 +220,7 @@ def upgrade(path: StorePath) -> None:
     """Rewrite a store of an older predstore format in the current one (one commit; data stays)."""
     import predstore
 
-    with _friendly_errors():
+    with friendly_errors():
         manifest = predstore.upgrade(path)
     print_line(
         f"{path}: format version {manifest.format_version}, generation {manifest.generation}"
@@ -328,27 +307,27 @@ def export(
 
     if files is None:
         if key is not None or where is not None:
-            _usage("--key and --where go with --files (one file per row)")
+            usage_error("--key and --where go with --files (one file per row)")
         if arrays not in ("list", "skip"):
-            _usage(f"--arrays is list or skip, not {arrays!r}")
+            usage_error(f"--arrays is list or skip, not {arrays!r}")
         try:
             chosen = format_of(out, format)
         except ConfigError as e:
-            _usage(str(e))
-        with _friendly_errors():
+            usage_error(str(e))
+        with friendly_errors():
             store = predstore.open(path)
             with progress(f"exporting {chosen}") as advance:
                 rows = run(store, out, format=chosen, arrays=arrays, progress=advance)  # type: ignore[arg-type]
         print_line(f"wrote {rows:,} rows to {out} ({chosen})")
         return
     if key is None:
-        _usage("--files needs --key KEY: the key to write, one file per row")
+        usage_error("--files needs --key KEY: the key to write, one file per row")
     if files not in FILE_FORMATS or file_names not in ("name", "index"):
-        _usage(f"--files is one of {', '.join(FILE_FORMATS)}; --file-names is name or index")
+        usage_error(f"--files is one of {', '.join(FILE_FORMATS)}; --file-names is name or index")
     if overwrite and skip_existing:
-        _usage("pass --overwrite or --skip-existing, not both")
+        usage_error("pass --overwrite or --skip-existing, not both")
     existing = "overwrite" if overwrite else "skip" if skip_existing else "error"
-    with _friendly_errors():
+    with friendly_errors():
         store = predstore.open(path)
         with progress(f"writing {files} files") as advance:
             done = store.export_files(
@@ -366,16 +345,11 @@ def export(
     print_line(f"wrote {done.written:,} {files} files to {done.out_dir}{skipped}{null}")
 
 
-def _usage(message: str) -> NoReturn:
-    errors.print(f"[bold red]error:[/] {message}", markup=True)
-    raise typer.Exit(2)
-
-
 def parts(path: StorePath) -> None:
     """Print the committed Parquet parts, one absolute path or URI a line, for other tools to read."""
     import predstore
 
-    with _friendly_errors():
+    with friendly_errors():
         files = predstore.open(path).parquet_files()
     for file in files:
         typer.echo(file)
