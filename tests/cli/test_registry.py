@@ -144,6 +144,7 @@ def test_cache_option_and_environment(fresh_generated: GeneratedRegistry, tmp_pa
         (["ls", "--where", "hparams.lr"], "cannot parse condition"),
         (["show", "no-such-run"], "no run 'no-such-run'"),
         (["export", "out.xlsx"], "ending in .csv or .parquet"),
+        (["export", "/no-such-dir/out.csv"], "the directory /no-such-dir does not exist"),
     ],
 )
 def test_bad_input_is_one_clear_line(
@@ -153,6 +154,17 @@ def test_bad_input_is_one_clear_line(
     assert code == 1
     assert err.startswith("error: ")
     assert message in " ".join(err.split())
+
+
+def test_a_file_system_error_is_one_clear_line(scanned: GeneratedRegistry, tmp_path: Path) -> None:
+    out_dir = tmp_path / "out"
+    taken = out_dir / "runs.csv"
+    taken.mkdir(parents=True)  # a directory where the export's file would go
+    code, _, err = _run("registry", "export", str(taken), "-r", str(scanned.root))
+    assert code == 1
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert f"{taken}: " in err and ".tmp" not in err
+    assert [p.name for p in out_dir.iterdir()] == ["runs.csv"]  # no temporary file left
 
 
 def test_queries_before_any_scan_ask_for_one(tmp_path: Path) -> None:

@@ -38,13 +38,24 @@ def write_temp(path: Path, data: bytes, *, fsync: bool = True) -> Path:
 
 
 def commit_temp(tmp: Path, path: Path, *, fsync: bool = True) -> None:
-    """Rename ``tmp`` onto ``path`` and make the rename durable."""
-    rename_into_place(tmp, path, fsync=fsync)
+    """Rename ``tmp`` onto ``path`` and make the rename durable.
+
+    A failure names ``path``, the file the caller asked for, not the temporary one.
+    """
+    try:
+        rename_into_place(tmp, path, fsync=fsync)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(path)) from e
 
 
 def atomic_write(path: Path, data: bytes, *, fsync: bool = True) -> None:
-    """Replace ``path`` with ``data`` atomically."""
-    commit_temp(write_temp(path, data, fsync=fsync), path, fsync=fsync)
+    """Replace ``path`` with ``data`` atomically; on failure, no temporary file is left."""
+    tmp = write_temp(path, data, fsync=fsync)
+    try:
+        commit_temp(tmp, path, fsync=fsync)
+    except BaseException:
+        discard(tmp)
+        raise
 
 
 def discard(path: Path) -> None:

@@ -22,7 +22,8 @@ def write_table(frame: pl.DataFrame, path: str | os.PathLike[str]) -> Path:
     ISO 8601 text.
 
     Raises:
-        QueryError: if the suffix is neither ``.csv`` nor ``.parquet``.
+        QueryError: if the suffix is neither ``.csv`` nor ``.parquet``, or
+            the directory ``path`` names does not exist.
     """
     out = Path(path)
     suffix = out.suffix.lower()
@@ -30,6 +31,8 @@ def write_table(frame: pl.DataFrame, path: str | os.PathLike[str]) -> Path:
         raise QueryError(
             f"cannot export to {out.name!r}: expected a file name ending in .csv or .parquet"
         )
+    if not out.parent.is_dir():
+        raise QueryError(f"cannot export to {out}: the directory {out.parent} does not exist")
     if suffix == ".parquet":
         tmp = temp_path_for(out)
         try:
