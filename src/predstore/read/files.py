@@ -40,6 +40,7 @@ import polars as pl
 
 from predstore.errors import ConfigError, SchemaError, StoreExistsError
 from predstore.format import dtypes
+from predstore.format.dtypes import NDArray
 from predstore.format.schema import DATALOADER, INDEX, KeySchema
 from predstore.read.filters import where_expr
 from predstore.read.images import check_image, to_image
@@ -47,7 +48,6 @@ from predstore.read.images import check_image, to_image
 if TYPE_CHECKING:
     from predstore.read.store import Store
 
-NDArray = np.ndarray[Any, Any]
 FileWriter = Callable[[str, Any], None]
 """A writer ``fn(path, value)`` that writes one row's value to ``path``."""
 Existing = Literal["error", "overwrite", "skip"]
