@@ -17,9 +17,9 @@ workload's own batch size B (256 for W1, 1024 for W3):
 - ``sequential``: iterated directly (decoding runs on threads of its own);
 - ``sequential_workers``: through ``DataLoader(batch_size=None, num_workers=2)``.
 
-W3's embeddings (768 B a sample) fall under the 1 KiB Parquet threshold;
-``w3z`` is the same data with the embedding forced to Zarr
-(``keys={"embedding": "zarr"}``), to show each storage's reading cost.
+W3's embeddings (float16[384]) go to Zarr by default (more than 32
+elements); ``w3z`` forces them there (``keys={"embedding": "zarr"}``),
+whatever the default, to show that storage's reading cost.
 
 The data is prepared once (``--keep`` reuses it) and stays in the page
 cache, so what is measured is the reading path's CPU cost. Each

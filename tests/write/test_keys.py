@@ -9,16 +9,34 @@ from predstore.write.batch import normalize
 from predstore.write.keys import KeyRules, KeySpec, conform, infer
 
 
-def _schema(value: object, spec: KeySpec | None = None, rows: int = 2, limit: int = 1024):
+def _schema(
+    value: object,
+    spec: KeySpec | None = None,
+    rows: int = 2,
+    limit: int = 1024,
+    elements: int = 32,
+):
     column = normalize({"k": value}, list(range(rows))).columns["k"]
-    return infer("k", column, spec or KeySpec(), limit), column
+    return infer("k", column, spec or KeySpec(), limit, elements), column
 
 
 def test_routing_by_size_per_sample() -> None:
-    assert _schema(torch.zeros(2, 256))[0].storage == "parquet"  # exactly 1 KiB
-    assert _schema(torch.zeros(2, 257))[0].storage == "zarr"
+    assert _schema(torch.zeros(2, 256), elements=256)[0].storage == "parquet"  # exactly 1 KiB
+    assert _schema(torch.zeros(2, 257), elements=257)[0].storage == "zarr"
     assert _schema(["a", "b"])[0].storage == "parquet"
-    assert _schema(torch.zeros(2, 300), limit=4096)[0].storage == "parquet"
+    assert _schema(torch.zeros(2, 300), limit=4096, elements=300)[0].storage == "parquet"
+
+
+def test_fixed_shape_vectors_longer_than_a_few_dozen_elements_go_to_zarr() -> None:
+    assert _schema(torch.zeros(2, 32, dtype=torch.float16))[0].storage == "parquet"
+    assert _schema(torch.zeros(2, 4, 8))[0].storage == "parquet"
+    assert _schema(torch.zeros(2, 33, dtype=torch.float16))[0].storage == "zarr"  # 66 bytes
+    assert _schema(torch.zeros(2, 384, dtype=torch.float16))[0].storage == "zarr"  # W3's embedding
+    assert _schema(torch.zeros(2, 5, 7, dtype=torch.uint8))[0].storage == "zarr"
+    assert _schema(torch.zeros(2, 384), KeySpec("parquet"))[0].storage == "parquet"
+    # Ragged rows are judged by bytes alone: boxes and token lists stay analysable.
+    spec, _ = _schema([torch.zeros(40, 4), torch.zeros(2, 4)])
+    assert (spec.storage, spec.shape) == ("parquet", (None, 4))
 
 
 def test_ragged_keys_vary_in_their_first_dimension_in_parquet() -> None:

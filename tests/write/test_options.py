@@ -73,6 +73,10 @@ def test_an_options_object_is_taken_by_both_and_names_override_it(tmp_path: Path
         ({"chunk_bytes": 0}, r"chunk_bytes must be a positive number of bytes .*got 0"),
         ({"part_bytes": "1MiB"}, r"part_bytes must be a positive number of bytes .*got '1MiB'"),
         ({"shard_bytes": True}, r"shard_bytes must be a positive"),
+        (
+            {"parquet_max_elements": 0},
+            r"parquet_max_elements must be a positive number of elements .*got 0",
+        ),
         ({"codec": "lzma"}, r"codec: unknown codec 'lzma'; choose one of auto, zstd"),
         ({"codec_level": "high"}, r"codec: the codec level must be an int or None"),
         ({"keys": {"logits": {"codec": "brotli"}}}, r"keys\['logits'\]: unknown codec 'brotli'"),

@@ -1,11 +1,15 @@
 """Which keys to store, where, and the schema the first batch gives them.
 
-Routing (``storage="auto"``): strings and values up to ``parquet_max_bytes``
-per sample (1 KiB by default) go to Parquet; larger values to Zarr. A ragged
-key is judged by its largest row in the first batch, and goes to Zarr
-whatever its size when a dimension other than the first varies (Parquet
-lists may only vary in their first dimension). Users override any key, or
-any glob pattern of keys, with a :class:`KeySpec` or its short string form::
+Routing (``storage="auto"``): strings, scalars and fixed-shape values of at
+most ``parquet_max_elements`` elements (32 by default) and ``parquet_max_bytes``
+bytes (1 KiB) per sample go to Parquet, where data frame tools analyse them;
+longer vectors and larger tensors go to Zarr, which writes them 1.4-2.8x and
+reads them 1.6-5x faster (``benchmarks/routing.py``, figures in docs/format.md).
+A ragged key is judged by the bytes of its largest row in the first batch
+(boxes and token lists stay analysable), and goes to Zarr whatever its size
+when a dimension other than the first varies (Parquet lists may only vary in
+their first dimension). Users override any key, or any glob pattern of keys,
+with a :class:`KeySpec` or its short string form::
 
     keys={"logits": "zarr", "debug.*": "skip", "mask": KeySpec(codec="zstd", level=5)}
 
@@ -28,6 +32,9 @@ from predstore.format.schema import KeySchema
 from predstore.write.batch import Column, weak_cast
 
 StorageChoice = Literal["auto", "parquet", "zarr", "skip"]
+
+PARQUET_MAX_ELEMENTS = 32
+"""Elements per sample up to which a fixed-shape value is a Parquet column (see the module)."""
 
 
 @dataclass(frozen=True)
@@ -137,7 +144,13 @@ def _spec(key: str, value: KeySpec | str | Mapping[str, Any] | None) -> KeySpec:
     )
 
 
-def infer(key: str, column: Column, spec: KeySpec, parquet_max_bytes: int) -> KeySchema | None:
+def infer(
+    key: str,
+    column: Column,
+    spec: KeySpec,
+    parquet_max_bytes: int,
+    parquet_max_elements: int = PARQUET_MAX_ELEMENTS,
+) -> KeySchema | None:
     """The schema of ``key`` as its first batch shows it; ``None`` if that batch holds only
     ``None`` and the type is not declared (a later batch will show it)."""
     if column.kind == "null":
@@ -168,14 +181,16 @@ def infer(key: str, column: Column, spec: KeySpec, parquet_max_bytes: int) -> Ke
                 "holds no values; if its size varies, return a list of per-sample tensors (ragged), "
                 f"or skip the key with keys={{{key!r}: 'skip'}}"
             )
-        row_bytes = math.prod(column.sample_shape) * itemsize
+        elements = math.prod(column.sample_shape)
         varies_inside = False
+        # Parquet stores every element as a list value: long vectors write and decode slowly.
+        small = elements <= parquet_max_elements and elements * itemsize <= parquet_max_bytes
     else:
         shape, varies_inside = _ragged_shape(column.values)
-        row_bytes = max(a.size for a in column.values) * itemsize
+        small = max(a.size for a in column.values) * itemsize <= parquet_max_bytes
     storage = spec.storage
     if storage == "auto":
-        storage = "zarr" if row_bytes > parquet_max_bytes or varies_inside else "parquet"
+        storage = "parquet" if small and not varies_inside else "zarr"
     if storage == "parquet" and varies_inside:
         raise SchemaError(
             f"key {key!r}: rows vary in a dimension other than the first ({_describe(column)}); "

@@ -18,11 +18,18 @@ from predstore.errors import ConfigError
 from predstore.format.commit import RETENTION
 from predstore.format.manifest import Mode
 from predstore.write import codecs
-from predstore.write.keys import KeyRules, KeysArg
+from predstore.write.keys import PARQUET_MAX_ELEMENTS, KeyRules, KeysArg
 from predstore.write.plan import MODES
 
 MiB = 1 << 20
-_SIZES = ("parquet_max_bytes", "shard_bytes", "chunk_bytes", "row_group_bytes", "part_bytes")
+_SIZES = (
+    "parquet_max_bytes",
+    "parquet_max_elements",
+    "shard_bytes",
+    "chunk_bytes",
+    "row_group_bytes",
+    "part_bytes",
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,6 +56,8 @@ class WriteOptions:
             to keep, or a dict from name or pattern to ``"parquet"``, ``"zarr"``,
             ``"skip"``, ``"auto"``, a :class:`KeySpec` or a dict of its fields.
         parquet_max_bytes: per-sample bytes up to which a value is a Parquet column.
+        parquet_max_elements: and elements per sample up to which a fixed-shape value is one
+            (longer vectors go to Zarr, which writes and reads them faster).
         codec: the compressor of every key (``"auto"``, ``"zstd"``, ``"blosc-zstd"``,
             ``"blosc-lz4"``, ``"gzip"``, ``"none"``): Zarr arrays and Parquet columns.
         codec_level: its level (``None``: the codec's default).
@@ -70,6 +79,7 @@ class WriteOptions:
     mode: Mode = "error"
     keys: KeysArg = None
     parquet_max_bytes: int = 1024
+    parquet_max_elements: int = PARQUET_MAX_ELEMENTS
     codec: str = codecs.DEFAULT
     codec_level: int | None = None
     shard_bytes: int = 64 * MiB
@@ -150,7 +160,8 @@ def resolve(options: WriteOptions | None, given: Mapping[str, Any]) -> WriteOpti
 
 def _check_positive_int(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be a positive number of bytes (an int), got {value!r}")
+        unit = "elements" if name.endswith("_elements") else "bytes"
+        raise ConfigError(f"{name} must be a positive number of {unit} (an int), got {value!r}")
 
 
 def _check_seconds(name: str, value: Any) -> None:

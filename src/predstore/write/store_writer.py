@@ -619,7 +619,13 @@ class StoreWriter:
         found = {}
         for key, column in batch.columns.items():
             if key not in known:
-                spec = infer(key, column, self._rules.spec(key), self.options.parquet_max_bytes)
+                spec = infer(
+                    key,
+                    column,
+                    self._rules.spec(key),
+                    self.options.parquet_max_bytes,
+                    self.options.parquet_max_elements,
+                )
                 if spec is not None:
                     found[key] = spec
         return found
