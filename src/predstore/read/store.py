@@ -347,7 +347,7 @@ class Store:
         """Rows at ``positions`` of the row index, every key, values as :meth:`read` gives them."""
         columns: dict[str, Any] = {
             INDEX: self.rows.index[positions].tolist(),
-            DATALOADER: self.rows.dataloader_idx[positions].tolist(),
+            DATALOADER: self.rows.dataloaders_of(positions).tolist(),
         }
         if self.schema.names:
             columns[NAME] = self.rows.names(positions)
@@ -569,8 +569,7 @@ class Store:
             wanted = integer_indices(indices)
             if len(wanted) <= _FEW:
                 return self._locator.locate(wanted, dataloader_idx)
-        positions = self._positions(indices, names, dataloader_idx)
-        return self.rows.part[positions], self.rows.row[positions]
+        return self.rows.locations(self._positions(indices, names, dataloader_idx))
 
     @cached_property
     def _locator(self) -> PartLocator:
@@ -595,7 +594,7 @@ class Store:
 
     def _gather_at(self, key: str, spec: KeySchema, positions: NDArray) -> Any:
         """Values at ``positions`` of the row index, in the order of ``positions``."""
-        return self._gather(key, spec, self.rows.part[positions], self.rows.row[positions])
+        return self._gather(key, spec, *self.rows.locations(positions))
 
     def _gather(self, key: str, spec: KeySchema, part_of: NDArray, row_of: NDArray) -> Any:
         """Values of rows ``row_of`` of parts ``part_of``, read part by part, in the order given."""

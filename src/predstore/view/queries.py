@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
-import pyarrow.parquet as pq
 
 from predstore.errors import QueryError, UnknownKeyError
 from predstore.format import dtypes
+from predstore.format.parquet import read_part
 from predstore.format.schema import DATALOADER, INDEX, NAME
 from predstore.read.filters import where_expr
 from predstore.read.inspect import KeyUsage, disk_bytes, file_count, key_usage
@@ -291,10 +291,9 @@ def sample_name(store: Store, index: int, dataloader_idx: int) -> str | None:
     """The name of one row, read from the one part that holds it."""
     if not store.schema.names:
         return None
-    position = int(store.rows.locate([index], dataloader_idx)[0])
-    part = store.manifest.parts[int(store.rows.part[position])]
-    names = pq.read_table(store.fs.uri(part.path), columns=[NAME]).column(NAME)
-    return names[int(store.rows.row[position])].as_py()
+    part, row = store.rows.locations(store.rows.locate([index], dataloader_idx))
+    names = read_part(store.fs, store.manifest.parts[int(part[0])], [NAME]).column(NAME)
+    return names[int(row[0])].as_py()
 
 
 def neighbours(store: Store, index: int, dataloader_idx: int) -> tuple[int | None, int | None]:
