@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from predstore.errors import SchemaError
+from predstore.format.png import encode_png
 from predstore.read.images import to_image
-from predstore.registry.rundir._png import encode_png
 
 NDArray = np.ndarray[Any, Any]
 

@@ -35,9 +35,9 @@ from typing import Any
 import numpy as np
 
 from predstore.errors import ConfigError, CorruptRunError
+from predstore.format.png import encode_png
 from predstore.registry._atomic import atomic_write
 from predstore.registry._time import now_iso
-from predstore.registry.rundir._png import encode_png
 from predstore.registry.rundir._read import parse_json, read_regular
 from predstore.registry.rundir.files import MEDIA_DIR, MEDIA_INDEX
 

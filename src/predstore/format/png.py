@@ -1,4 +1,8 @@
-"""A minimal PNG encoder for 8-bit grey, RGB and RGBA images (no imaging library needed)."""
+"""A minimal PNG encoder for 8-bit grey, RGB and RGBA images (no imaging library needed).
+
+The one PNG writer of the registry (``log_image``) and the viewer's pictures:
+it sits in ``format``, the layer both may import.
+"""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from predstore.registry.rundir._png import encode_png
+from predstore.format.png import encode_png
 
 
 @pytest.mark.parametrize(("channels", "mode"), [(1, "L"), (2, "LA"), (3, "RGB"), (4, "RGBA")])
