@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -13,6 +14,8 @@ from predstore.registry import RunWriter
 ROWS = 60
 CLASSES = 4
 TOKEN = "test-token"
+
+P = TypeVar("P", str, Path)
 
 
 def labels(index: np.ndarray) -> np.ndarray:
@@ -25,7 +28,7 @@ def predictions(index: np.ndarray, shift: int) -> np.ndarray:
     return np.where(wrong, (index + 1) % CLASSES, index % CLASSES).astype(np.int64)
 
 
-def write_store(path: Path, shift: int) -> Path:
+def write_store(path: P, shift: int) -> P:
     """ROWS samples: pred, label, prob, a name, logits, an RGB image, a 2-D heatmap, a volume."""
     rng = np.random.default_rng(shift)
     with predstore.StoreWriter(path, expected={0: ROWS}) as writer:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -13,8 +12,14 @@ from predstore.errors import PredstoreError
 
 def view(
     paths: Annotated[
-        list[Path],
-        typer.Argument(help="Stores and registry roots to show.", show_default=False),
+        list[str],
+        typer.Argument(
+            help="Stores and registry roots to show: directories, or stores at s3:// (gs://, "
+            "az://) URLs configured by the standard environment variables (AWS_ENDPOINT_URL, "
+            "AWS_ACCESS_KEY_ID, ...).",
+            show_default=False,
+            metavar="STORE_OR_REGISTRY...",
+        ),
     ],
     port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 0,
     host: Annotated[
@@ -37,7 +42,7 @@ def view(
         raise typer.Exit(1) from None
     try:
         serve(
-            [str(p) for p in paths],
+            paths,
             host=host,
             port=port,
             open_browser=open_browser,

@@ -84,6 +84,8 @@ class Sources:
                 )
         self._open: dict[str, _OpenStore] = {}
         self._lock = threading.Lock()
+        for url in filter(_is_url, self.stores):
+            self.store(url)  # an object store cannot be checked without opening the store
 
     # -- stores -----------------------------------------------------------------------------
 
