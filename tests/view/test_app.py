@@ -6,7 +6,6 @@ import io
 import json
 import re
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ import pytest
 from starlette.testclient import TestClient
 
 import predstore
-from predstore.view import create_app
+from predstore.view import create_app, sources
 from view_support import CLASSES, ROWS, TOKEN, Data, labels, predictions, write_store
 
 
@@ -278,8 +277,9 @@ def test_a_store_linked_by_the_registry_is_served(data: Data) -> None:
 
 
 def test_a_damaged_store_is_a_message_and_the_rest_keeps_serving(
-    data: Data, tmp_path: Path
+    data: Data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(sources, "RECHECK", 0.0)  # check the manifest on every request
     broken = tmp_path / "broken.pstore"
     shutil.copytree(data.a, broken)
     with TestClient(create_app([broken, data.b], token=TOKEN), base_url="http://127.0.0.1") as c:
@@ -287,13 +287,15 @@ def test_a_damaged_store_is_a_message_and_the_rest_keeps_serving(
         # The checkpoint and the commit records it could be rebuilt from.
         for manifest in [broken / "manifest.json", *(broken / "_commits").glob("*.json")]:
             manifest.write_text("{ not json")
-        time.sleep(1.1)  # the viewer checks a store's manifest at most once a second
         page = c.get("/store", params={"store": str(broken)})
         assert page.status_code == 503 and errors_in(page.text)
         assert c.get("/store", params={"store": str(data.b)}).status_code == 200
 
 
-def test_an_overwrite_while_open_shows_the_new_rows(tmp_path: Path) -> None:
+def test_an_overwrite_while_open_shows_the_new_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sources, "RECHECK", 0.0)
     path = write_store(tmp_path / "s.pstore", shift=5)
     with TestClient(create_app([path], token=TOKEN), base_url="http://127.0.0.1") as c:
         c.get("/", params={"token": TOKEN})
@@ -301,14 +303,16 @@ def test_an_overwrite_while_open_shows_the_new_rows(tmp_path: Path) -> None:
         with predstore.StoreWriter(path, mode="overwrite", retention=0) as w:
             w.write({"pred": np.arange(3), "label": np.arange(3)}, [0, 1, 2])
         predstore.vacuum(path, retention=0)
-        time.sleep(1.1)  # the viewer checks a store's manifest at most once a second
         assert text_of(c.get("/store").text, "row-count") == "3"
         assert text_of(c.get("/rows").text, "matched") == "3"
 
 
-def test_a_live_run_updates_in_the_polled_table(tmp_path: Path) -> None:
+def test_a_live_run_updates_in_the_polled_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from predstore.registry import RunWriter
 
+    monkeypatch.setattr(sources, "RESCAN", 0.0)  # scan the registry on every request
     run = RunWriter(tmp_path / "runs" / "live", save_interval=0)
     run.open()
     run.log_metrics({"loss": 1.0}, step=1)
@@ -322,9 +326,7 @@ def test_a_live_run_updates_in_the_polled_table(tmp_path: Path) -> None:
         assert "<html" not in before and "summary.loss" in before
         run.log_metrics({"loss": 0.25}, step=7)
         run.save(force=True)
-        time.sleep(2.1)  # the viewer rescans a registry at most every 2 s
         after = c.get(poll).text
         assert "<td>0.25</td>" in after and "<td>0.25</td>" not in before
         run.finalize("completed")
-        time.sleep(2.1)
         assert 'data-running="0"' in c.get(poll).text

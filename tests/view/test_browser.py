@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
@@ -64,34 +65,43 @@ def browser() -> Iterator[object]:
         chromium.close()
 
 
+@dataclass
+class Watch:
+    """What one tab did that a test must not allow: requests to other hosts, JavaScript errors."""
+
+    host: str
+    foreign: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
 @pytest.fixture(scope="module")
-def context(browser, server: str) -> Iterator[object]:  # type: ignore[no-untyped-def]
-    """One browser profile for the module: it visits the token URL once and keeps the cookie."""
+def tab(browser, server: str) -> Iterator[tuple[object, Watch]]:  # type: ignore[no-untyped-def]
+    """One tab for the module (a new tab costs a renderer process and a parse of plotly's
+    4 MB script): it visits the token URL once, keeps the cookie, and is watched throughout."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     tab = context.new_page()
+    base = urlsplit(server)
+    watch = Watch(base.netloc)
+    tab.on(
+        "request",
+        lambda r: watch.foreign.append(r.url) if urlsplit(r.url).netloc != watch.host else None,
+    )
+    tab.on("pageerror", lambda e: watch.errors.append(str(e)))
     tab.goto(server)
-    tab.close()
-    yield context
+    tab.base = f"{base.scheme}://{base.netloc}"  # type: ignore[attr-defined]
+    yield tab, watch
     context.close()
 
 
 @pytest.fixture
-def page(context, server: str) -> Iterator[object]:  # type: ignore[no-untyped-def]
-    """A fresh tab; it fails the test on any request to another host or any JavaScript error."""
-    tab = context.new_page()
-    base = urlsplit(server)
-    foreign: list[str] = []
-    errors: list[str] = []
-    tab.on(
-        "request",
-        lambda r: foreign.append(r.url) if urlsplit(r.url).netloc != base.netloc else None,
-    )
-    tab.on("pageerror", lambda e: errors.append(str(e)))
-    tab.base = f"{base.scheme}://{base.netloc}"  # type: ignore[attr-defined]
-    yield tab
-    tab.close()
-    assert not foreign, f"the viewer fetched from elsewhere: {foreign}"
-    assert not errors, f"JavaScript errors: {errors}"
+def page(tab: tuple[object, Watch]) -> Iterator[object]:
+    """The module's tab; the test fails on any request to another host or any JavaScript error."""
+    page, watch = tab
+    watch.foreign.clear()
+    watch.errors.clear()
+    yield page
+    assert not watch.foreign, f"the viewer fetched from elsewhere: {watch.foreign}"
+    assert not watch.errors, f"JavaScript errors: {watch.errors}"
 
 
 def shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
