@@ -330,3 +330,38 @@ def test_a_live_run_updates_in_the_polled_table(
         assert "<td>0.25</td>" in after and "<td>0.25</td>" not in before
         run.finalize("completed")
         assert 'data-running="0"' in c.get(poll).text
+
+
+def test_a_store_being_written_is_a_message_until_it_commits(
+    data: Data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sources, "RECHECK", 0.0)
+    path = tmp_path / "writing.pstore"
+    writer = predstore.StoreWriter(path, commit_interval=None)
+    writer.write({"pred": np.arange(4), "label": np.arange(4)}, [0, 1, 2, 3])
+    writer.commit()  # the rank's parts are on disk; the store manifest is not
+    assert path.is_dir() and not (path / "manifest.json").exists()
+    with TestClient(create_app([path, data.b], token=TOKEN), base_url="http://127.0.0.1") as c:
+        c.get("/", params={"token": TOKEN})
+        page = c.get("/store", params={"store": str(path)})
+        assert page.status_code == 503
+        assert "holds no committed store" in " ".join(errors_in(page.text))
+        assert c.get("/store", params={"store": str(data.b)}).status_code == 200
+        writer.close()
+        assert text_of(c.get("/store", params={"store": str(path)}).text, "row-count") == "4"
+
+
+def test_a_damaged_run_is_named_on_the_runs_page_and_the_rest_keeps_serving(
+    data: Data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sources, "RESCAN", 0.0)
+    runs = tmp_path / "runs"
+    shutil.copytree(data.runs, runs)
+    with TestClient(create_app([runs, data.b], token=TOKEN), base_url="http://127.0.0.1") as c:
+        assert data.run_id in c.get("/runs", params={"token": TOKEN}).text
+        (runs / "resnet" / "v0" / "sidecar.json").write_text("{ not json")
+        page = c.get("/runs")
+        assert page.status_code == 200 and data.run_id not in page.text
+        problems = page.text.split('id="problems"')[1].split("</div>")[0]
+        assert "resnet/v0/sidecar.json: " in problems
+        assert c.get("/store", params={"store": str(data.b)}).status_code == 200

@@ -82,3 +82,19 @@ def test_media_is_served_only_when_the_run_logged_it(client: TestClient, data: D
     for path in ("../../a.pstore/manifest.json", "sidecar.json", "/etc/passwd"):
         answer = client.get("/media", params={"run": data.run_id, "path": path})
         assert answer.status_code == 404, path
+
+
+@pytest.mark.parametrize("route", ["/rows", "/export", "/confusion"])
+def test_a_filter_that_would_read_a_file_is_refused_inline(
+    client: TestClient, data: Data, tmp_path, route: str
+) -> None:  # type: ignore[no-untyped-def]
+    secret = tmp_path / "secret.csv"
+    secret.write_text("index\n424242\n")
+    for where in (
+        f"index IN (SELECT index FROM read_csv('{secret}'))",
+        f"read_csv('{secret}') IS NOT NULL",
+    ):
+        answer = client.get(route, params={"store": str(data.a), "where": where})
+        assert answer.status_code == 400, where
+        assert "424242" not in answer.text
+        assert "subquery" in answer.text or "did not parse" in answer.text

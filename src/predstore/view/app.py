@@ -194,6 +194,7 @@ class _Views:
             "sort": q.get("sort", ""),
             "desc": _flag(q.get("desc")),
             "scanned": datetime.now(UTC).strftime("%H:%M:%S"),
+            "problems": [p for p in root.problems if p.fatal],
         }
 
     def run_page(self, request: Request) -> Page:

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from predstore.errors import CorruptStoreError, QueryError, StoreNotCommittedError
 from predstore.read.store import Store
 from predstore.read.store import open as open_store
-from predstore.registry import Registry, default_cache_path, scan
+from predstore.registry import Problem, Registry, default_cache_path, scan
 
 T = TypeVar("T")
 
@@ -62,6 +62,7 @@ class _OpenRegistry:
     root: Path
     scanned: float = 0.0
     stores: set[str] = field(default_factory=set)
+    problems: tuple[Problem, ...] = ()  # what the last scan found wrong in run directories
 
 
 class Sources:
@@ -164,7 +165,7 @@ class Sources:
         """Scan the registry root again if the last scan is older than RESCAN."""
         if time.monotonic() - registry.scanned < RESCAN:
             return
-        scan(registry.root)
+        registry.problems = scan(registry.root).problems
         with Registry.open(registry.root) as reg:
             runs = reg.ls()["run_dir"].to_list()
             linked = {_normal(p) for run in runs for p in reg.show(run).stores["path"].to_list()}
