@@ -14,10 +14,9 @@ from typing import Any
 import numpy as np
 
 from predstore.errors import SchemaError
+from predstore.format.dtypes import NDArray
 from predstore.format.png import encode_png
 from predstore.read.images import to_image
-
-NDArray = np.ndarray[Any, Any]
 
 #: Vectors longer than this are shown by their top-k entries (logits over many classes).
 TOP_K = 20
