@@ -110,19 +110,26 @@ def measure(writer: str, samples: int, sleep: float) -> dict[str, Any]:
 def _time_the_copy(copy: bool) -> list[float]:
     """Time spent in PredictionWriter's hand-over of each batch's outputs (in the hook, on the
     loop's thread; with ``copy=False`` without copying them), summed into a one-item list."""
-    from predstore.lightning import prediction_writer
+    from predstore.lightning.host_buffers import HostBatch, HostBuffers
 
     spent = [0.0]
-    to_host = prediction_writer._to_host
+    copy_outputs = HostBuffers.copy
 
-    def timed(outputs: dict[str, Any]) -> Any:
+    def timed(self: HostBuffers, outputs: dict[str, Any]) -> HostBatch:
         start = time.perf_counter()
         try:
-            return to_host(outputs, copy=copy)
+            if copy:
+                return copy_outputs(self, outputs)
+            nbytes = sum(
+                v.element_size() * v.nelement()
+                for v in outputs.values()
+                if hasattr(v, "element_size")
+            )
+            return HostBatch(dict(outputs), nbytes)
         finally:
             spent[0] += time.perf_counter() - start
 
-    prediction_writer._to_host = timed  # type: ignore[assignment]
+    HostBuffers.copy = timed  # type: ignore[method-assign]
     return spent
 
 

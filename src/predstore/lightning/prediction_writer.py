@@ -16,9 +16,9 @@ from predstore.errors import ConfigError, CoverageError, PredstoreError, StoreNo
 from predstore.format.fs import filesystem_for
 from predstore.format.manifest import StoreManifest
 from predstore.format.provenance import describe_dataset
+from predstore.lightning.host_buffers import HostBuffers
 from predstore.lightning.indices import IndexSource, batch_rows
 from predstore.write.background import BackgroundWriter
-from predstore.write.batch import tensor_to_numpy
 from predstore.write.options import MiB, WriteOptions, check_names, check_options
 from predstore.write.ranks import abandon_write, new_write_id, write_is_visible
 from predstore.write.store_writer import StoreWriter
@@ -127,6 +127,7 @@ class PredictionWriter(BasePredictionWriter):
         self.manifest: StoreManifest | None = None
         """The store manifest committed by the last ``trainer.predict`` (on every rank)."""
         self._writer: BackgroundWriter | None = None
+        self._buffers: HostBuffers | None = None
         self._sources: dict[int, IndexSource] = {}
         self._warned: set[str] = set()
         self._first_batch = True
@@ -166,6 +167,7 @@ class PredictionWriter(BasePredictionWriter):
             writer = self._store_writer(trainer, pl_module, write_id)
         self._expect(trainer, writer)
         self._writer = BackgroundWriter(writer, max_pending_bytes=self.max_pending_bytes)
+        self._buffers = HostBuffers(keep_bytes=self.max_pending_bytes)
         self._first_batch = True
         self._warn_if_lightning_keeps_everything(trainer, writer)
 
@@ -258,15 +260,17 @@ class PredictionWriter(BasePredictionWriter):
             # An append or a resume knows its schema: a batch that does not fit fails now.
             writer.validate(outputs, indices, names=names, dataloader_idx=dataloader_idx)
         self._first_batch = False
-        outputs, nbytes, ready = _to_host(outputs)
+        assert self._buffers is not None
+        host = self._buffers.copy(outputs)
         writer.set_index_source(_source_summary(self._sources))
         writer.submit(
-            outputs,
+            host.outputs,
             np.array(indices),  # a copy: an index_key tensor may be refilled too
             names=names,
             dataloader_idx=dataloader_idx,
-            nbytes=nbytes,
-            prepare=ready,
+            nbytes=host.nbytes,
+            prepare=host.ready,
+            done=host.release,
         )
 
     def _warn_once_positional(self, source: IndexSource, dataloader_idx: int) -> None:
@@ -391,55 +395,6 @@ def _names(value: Any, key: str) -> list[str | None]:
             )
         names.append(item if item is None or isinstance(item, str) else str(int(item)))
     return names
-
-
-def _to_host(outputs: dict[str, Any], *, copy: bool = True) -> tuple[dict[str, Any], int, Any]:
-    """Host copies of the outputs that the caller cannot reach (device tensors start copying
-    without waiting); the bytes handed over; a wait.
-
-    The batch is written on another thread after the hook returns, and a model
-    may refill the same output tensor for the next batch: whatever is kept must
-    be the writer's own. (``copy=False`` is for measuring what the copy costs.)
-    """
-    nbytes = 0
-    event = None
-
-    def move(value: Any) -> Any:
-        nonlocal nbytes, event
-        if isinstance(value, torch.Tensor):
-            value = value.detach()
-            nbytes += value.element_size() * value.nelement()
-            if value.device.type == "cpu" or value.is_sparse or value.is_nested:
-                return _own_copy(value) if copy else value
-            value = value.to("cpu", non_blocking=value.device.type == "cuda")  # a new tensor
-            if value.device.type == "cpu" and torch.cuda.is_available() and event is None:
-                event = torch.cuda.Event()  # type: ignore[no-untyped-call]
-                event.record()
-            return value
-        if isinstance(value, np.ndarray):
-            nbytes += value.nbytes
-            return value.copy() if copy else value
-        if isinstance(value, dict):
-            return {k: move(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [move(v) for v in value]
-        return value
-
-    moved = {k: move(v) for k, v in outputs.items()}
-    return moved, nbytes, (event.synchronize if event is not None else None)
-
-
-def _own_copy(tensor: torch.Tensor) -> Any:
-    """A copy of a CPU tensor that the caller cannot reach, as numpy (what the writer stores).
-
-    numpy's copy is a plain memcpy; torch's ``clone`` goes through its intra-op
-    thread pool and took 50 to 150 times as long on a busy 2-core machine.
-    Tensors numpy cannot hold (sparse, nested, unsupported dtypes) are cloned,
-    and the writer refuses them with a SchemaError.
-    """
-    with contextlib.suppress(PredstoreError, TypeError, RuntimeError):
-        return np.array(tensor_to_numpy(tensor, key="?"), copy=True)
-    return tensor.clone()
 
 
 def _source_summary(sources: dict[int, IndexSource]) -> str | None:

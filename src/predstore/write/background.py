@@ -59,11 +59,15 @@ class BackgroundWriter:
         dataloader_idx: int = 0,
         nbytes: int = 0,
         prepare: Callable[[], None] | None = None,
+        done: Callable[[], None] | None = None,
     ) -> None:
         """Queue one batch; block while more than ``max_pending_bytes`` wait to be written.
 
         ``prepare`` runs on the writer thread before the batch is read (for
-        example, waiting for an asynchronous device-to-host copy to finish).
+        example, waiting for an asynchronous device-to-host copy to finish);
+        ``done`` runs once the writer no longer reads the batch's values (it
+        copies what it keeps), written or dropped after an error: their
+        memory may then be reused.
         """
         self.check()
         with self._space:
@@ -84,7 +88,8 @@ class BackgroundWriter:
             dataloader_idx,
             nbytes,
             prepare,
-            cleanup=lambda: self._release(nbytes),  # after an error, batches are dropped
+            done,
+            cleanup=lambda: self._release(nbytes, done),  # after an error, batches are dropped
         )
 
     def check(self) -> None:
@@ -151,15 +156,18 @@ class BackgroundWriter:
         dataloader_idx: int,
         nbytes: int,
         prepare: Callable[[], None] | None,
+        done: Callable[[], None] | None,
     ) -> None:
         try:
             if prepare is not None:
                 prepare()
             self.writer.write(outputs, indices, names=names, dataloader_idx=dataloader_idx)
         finally:
-            self._release(nbytes)
+            self._release(nbytes, done)
 
-    def _release(self, nbytes: int) -> None:
+    def _release(self, nbytes: int, done: Callable[[], None] | None) -> None:
+        if done is not None:
+            done()
         with self._space:
             self._pending -= nbytes
             self._space.notify_all()
