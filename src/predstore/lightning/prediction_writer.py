@@ -289,6 +289,7 @@ class PredictionWriter(BasePredictionWriter):
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         writer, self._writer = self._writer, None
+        self._buffers = None  # the pool's memory goes with the write
         if writer is None:
             return
         manifest = writer.close()  # commits this rank; with one rank, the store too
@@ -351,6 +352,7 @@ class PredictionWriter(BasePredictionWriter):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
         writer, self._writer = self._writer, None
+        self._buffers = None  # the pool's memory goes with the write
         if writer is not None:
             writer.fail()  # best effort, never raises: the original exception is what the user sees
 
