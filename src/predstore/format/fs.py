@@ -44,7 +44,7 @@ import stat
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from typing import IO, Any
+from typing import IO, Any, ClassVar
 
 import crc32c as _crc32c
 
@@ -538,8 +538,10 @@ class ObjectFileSystem(FileSystem):
     endpoint is allowed without more ado (local servers). The options are
     never printed: ``repr`` and every error name the URL only.
 
-    Each process makes its own client (a pickled or forked copy makes a new
-    one on first use), so DataLoader workers and DDP ranks never share one.
+    Each process makes its own client (a pickled copy makes a new one on
+    first use), so DataLoader workers and DDP ranks never share one; a process
+    forked from one that had used obstore reads through botocore instead
+    (:class:`_ForkedS3Reader`).
     """
 
     is_local = False
@@ -548,10 +550,12 @@ class ObjectFileSystem(FileSystem):
         self.root = url.rstrip("/")
         self._options = {str(k).lower(): v for k, v in (storage_options or {}).items()}
         self._client: tuple[int, Any] | None = None
+        self._forked_reader: _ForkedS3Reader | None = None
         self._conditional_put_checked = False
         if not self.root.partition("://")[2].split("/")[0]:
             raise ConfigError(f"{url!r} names no bucket; an object store URL is s3://bucket/prefix")
-        self._store()  # a bad option fails here, before anything is written
+        if not _forked():
+            self._store()  # a bad option fails here, before anything is written
 
     def __repr__(self) -> str:
         return f"ObjectFileSystem({self.root!r})"
@@ -562,6 +566,7 @@ class ObjectFileSystem(FileSystem):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.root, self._options = state["root"], state["options"]
         self._client, self._conditional_put_checked = None, False
+        self._forked_reader = None
 
     # -- the client ------------------------------------------------------------
 
@@ -575,12 +580,12 @@ class ObjectFileSystem(FileSystem):
         from obstore.store import from_url
 
         global _RUNTIME_PID
-        if _RUNTIME_PID not in (None, os.getpid()):
+        if _forked():
             raise StorageError(
                 f"{self.root}: this process was forked from one that had used an object store, "
-                "and obstore's I/O runtime does not survive a fork (it would hang); start "
-                "DataLoader workers with multiprocessing_context='forkserver' (or 'spawn'), "
-                "which make their own clients"
+                "and obstore's I/O runtime does not survive a fork, so a forked process only "
+                "reads (what DataLoader workers do); write from the parent, or start the "
+                "processes with multiprocessing_context='forkserver' (or 'spawn')"
             )
         _RUNTIME_PID = os.getpid()
 
@@ -621,6 +626,14 @@ class ObjectFileSystem(FileSystem):
                 return str(self._options[key])
         return os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT")
 
+    def _fallback(self) -> _ForkedS3Reader | None:
+        """The reader of a forked process (obstore's runtime is its parent's), else ``None``."""
+        if not _forked():
+            return None
+        if self._forked_reader is None or self._forked_reader.pid != os.getpid():
+            self._forked_reader = _ForkedS3Reader(self.root, self._options, self._endpoint())
+        return self._forked_reader
+
     def _child(self, path: str) -> Any:
         """A client rooted at the prefix ``path`` of this store (what zarr's ObjectStore needs)."""
         return self._make(self.uri(path))
@@ -643,6 +656,8 @@ class ObjectFileSystem(FileSystem):
     def read_bytes(self, path: str) -> bytes:
         import obstore
 
+        if forked := self._fallback():
+            return forked.read_bytes(check_relpath(path))
         result = self._request("read", path, obstore.get, self._store(), check_relpath(path))
         return bytes(self._request("read", path, result.bytes))
 
@@ -661,6 +676,8 @@ class ObjectFileSystem(FileSystem):
 
         if length <= 0:
             return b""
+        if forked := self._fallback():
+            return forked.read_range(check_relpath(path), start, length)
         data = self._request(
             "read",
             path,
@@ -709,6 +726,8 @@ class ObjectFileSystem(FileSystem):
     def read_versioned(self, path: str) -> tuple[bytes, str]:
         import obstore
 
+        if forked := self._fallback():
+            return forked.read_versioned(check_relpath(path))
         result = self._request("read", path, obstore.get, self._store(), check_relpath(path))
         data = bytes(self._request("read", path, result.bytes))
         return data, str(result.meta["e_tag"])
@@ -822,6 +841,8 @@ class ObjectFileSystem(FileSystem):
     def size(self, path: str) -> int:
         import obstore
 
+        if forked := self._fallback():
+            return forked.size(check_relpath(path))
         return int(
             self._request("read", path, obstore.head, self._store(), check_relpath(path))["size"]
         )
@@ -863,6 +884,10 @@ class ObjectFileSystem(FileSystem):
     def uri(self, path: str) -> str:
         return f"{self.root}/{check_relpath(path)}" if path else self.root
 
+    def arrow_source(self, path: str) -> Any:
+        # pyarrow reads the footer from the end, then only the column chunks it needs.
+        return _RangedFile(self, check_relpath(path))
+
     def polars_options(self) -> dict[str, str] | None:
         options = {k: str(v) for k, v in self._options.items() if k not in _RETRY_OPTIONS}
         if str(self._endpoint() or "").startswith("http://"):
@@ -899,6 +924,61 @@ class _Upload(io.RawIOBase):
         return self._position
 
 
+class _RangedFile(io.RawIOBase):
+    """An object as pyarrow reads a file: its size (a HEAD), then a ranged GET per read.
+
+    A Parquet footer costs two requests whatever the size of the part, and a
+    column only its own chunks. The largest block read is kept: a small part
+    comes whole with the footer's read and is not fetched again.
+    """
+
+    def __init__(self, fs: FileSystem, path: str) -> None:
+        super().__init__()
+        self._fs, self._path = fs, path
+        self._position, self._size = 0, -1
+        self._held: tuple[int, bytes] = (0, b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def size(self) -> int:
+        if self._size < 0:
+            self._size = self._fs.size(self._path)
+        return self._size
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self.size()}[whence]
+        self._position = base + offset
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+    def read(self, size: int | None = -1) -> bytes:
+        start = self._position
+        end = self.size() if size is None or size < 0 else min(start + size, self.size())
+        first, held = self._held
+        if first <= start and end <= first + len(held):
+            data = held[start - first : end - first]
+        else:
+            data = self._fs.read_range(self._path, start, end - start)
+            if len(data) > len(held):
+                self._held = (start, data)
+        self._position += len(data)
+        return data
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(memoryview(buffer).nbytes)
+        memoryview(buffer)[: len(data)] = data
+        return len(data)
+
+
 def _storage_error(what: str, uri: str, error: BaseException) -> StorageError:
     if "NoSuchBucket" in str(error):
         return StorageError(f"{what} {uri} failed: the bucket does not exist; create it first")
@@ -908,12 +988,125 @@ def _storage_error(what: str, uri: str, error: BaseException) -> StorageError:
     )
 
 
-@functools.cache
+def _forked() -> bool:
+    """Whether this process was forked from one that had started obstore's I/O runtime."""
+    return _RUNTIME_PID not in (None, os.getpid())
+
+
+_pool: tuple[int, Any] | None = None
+
+
 def _request_pool() -> Any:
-    """Threads that wait for object-store requests in parallel (each releases the GIL)."""
+    """This process's threads that wait for object-store requests in parallel.
+
+    Per process: a forked child has none of its parent's threads.
+    """
+    global _pool
     from concurrent.futures import ThreadPoolExecutor
 
-    return ThreadPoolExecutor(16, thread_name_prefix="predstore-request")
+    if _pool is None or _pool[0] != os.getpid():
+        _pool = (os.getpid(), ThreadPoolExecutor(16, thread_name_prefix="predstore-request"))
+    return _pool[1]
+
+
+class _ForkedS3Reader:
+    """Reads of an ``s3://`` store in a process forked from one that had used obstore.
+
+    obstore runs its requests on one tokio runtime per process, whose threads
+    a fork does not copy: in the child every request would wait forever, and
+    a new client cannot help since the runtime is a process-wide static. A
+    DataLoader worker started by ``fork`` therefore reads through botocore
+    (pure Python, nothing to lose in a fork), configured from the same URL,
+    ``storage_options`` and environment. Only reads: a forked process that
+    writes gets a ``StorageError``.
+    """
+
+    _KEYS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "aws_access_key_id": ("aws_access_key_id", "access_key_id"),
+        "aws_secret_access_key": ("aws_secret_access_key", "secret_access_key"),
+        "aws_session_token": ("aws_session_token", "aws_token", "session_token", "token"),
+        "region_name": ("aws_region", "region", "aws_default_region"),
+    }
+
+    def __init__(self, root: str, options: Mapping[str, Any], endpoint: str | None) -> None:
+        scheme, _, rest = root.partition("://")
+        if scheme != "s3":
+            raise StorageError(
+                f"{root}: this process was forked from one that had used an object store, and "
+                "obstore's I/O runtime does not survive a fork (only s3:// has a fallback); start "
+                "DataLoader workers with multiprocessing_context='forkserver' (or 'spawn')"
+            )
+        import botocore.session
+        from botocore.config import Config
+
+        self.pid = os.getpid()
+        self.root = root
+        self.bucket, _, prefix = rest.partition("/")
+        self.prefix = prefix + "/" if prefix else ""
+        given = {
+            name: next((str(options[k]) for k in keys if options.get(k)), None)
+            for name, keys in self._KEYS.items()
+        }
+        given["region_name"] = (
+            given["region_name"]
+            or os.environ.get("AWS_REGION")
+            or os.environ.get("AWS_DEFAULT_REGION")
+            or "us-east-1"
+        )
+        virtual = str(options.get("aws_virtual_hosted_style_request", "")).lower() == "true"
+        retry = {**_DEFAULT_RETRY, **{k: options[k] for k in _RETRY_OPTIONS & options.keys()}}
+        config = Config(
+            connect_timeout=_seconds(
+                options.get("connect_timeout", _DEFAULT_CLIENT["connect_timeout"])
+            ),
+            read_timeout=_seconds(options.get("timeout", _DEFAULT_CLIENT["timeout"])),
+            retries={"max_attempts": int(retry["max_retries"]) + 1, "mode": "standard"},
+            max_pool_connections=16,
+            s3={"addressing_style": "virtual" if virtual or not endpoint else "path"},
+        )
+        self._client = botocore.session.get_session().create_client(
+            "s3", endpoint_url=endpoint, config=config, **given
+        )
+
+    def _call(self, what: str, path: str, operation: str, **kwargs: Any) -> Any:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return getattr(self._client, operation)(
+                Bucket=self.bucket, Key=self.prefix + path, **kwargs
+            )
+        except ClientError as e:
+            code = str(e.response.get("Error", {}).get("Code", ""))
+            if code in ("NoSuchKey", "404", "NotFound"):
+                raise FileNotFoundError(f"{self.root}/{path} does not exist") from None
+            if code == "InvalidRange":
+                return None
+            raise _storage_error(what, f"{self.root}/{path}", e) from None
+        except BotoCoreError as e:
+            raise _storage_error(what, f"{self.root}/{path}", e) from None
+
+    def read_bytes(self, path: str) -> bytes:
+        return bytes(self._call("read", path, "get_object")["Body"].read())
+
+    def read_range(self, path: str, start: int, length: int) -> bytes:
+        found = self._call("read", path, "get_object", Range=f"bytes={start}-{start + length - 1}")
+        return b"" if found is None else bytes(found["Body"].read())
+
+    def read_versioned(self, path: str) -> tuple[bytes, str]:
+        found = self._call("read", path, "get_object")
+        return bytes(found["Body"].read()), str(found["ETag"])
+
+    def size(self, path: str) -> int:
+        return int(self._call("read", path, "head_object")["ContentLength"])
+
+
+def _seconds(value: Any) -> float:
+    """A duration as object_store's options give it (``"5s"``, ``"500ms"``, ``30``) in seconds."""
+    text = str(value).strip().lower()
+    for unit, scale in (("ms", 0.001), ("s", 1.0), ("m", 60.0)):
+        if text.endswith(unit) and text[: -len(unit)].replace(".", "", 1).isdigit():
+            return float(text[: -len(unit)]) * scale
+    return float(text)
 
 
 @functools.cache
