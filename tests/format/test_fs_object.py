@@ -223,6 +223,31 @@ def test_permanent_failures_are_one_error_naming_the_url_never_the_secret(s3_pro
     assert predstore.open(url).indices().tolist() == [0, 1, 2, 3]  # the last commit is intact
 
 
+def test_wrong_credentials_are_one_error_naming_the_url_never_the_key(s3_proxy) -> None:
+    url = s3_proxy.url()
+    with predstore.StoreWriter(url) as w:
+        w.write({"x": np.arange(4)}, np.arange(4))
+    s3_proxy.proxy.add(Fault("bad_key", lambda *_: True, times=10**6))
+    wrong = {
+        **FAST,
+        "aws_access_key_id": "AKIAWRONGKEY0000",
+        "aws_secret_access_key": "wrong-s3cr3t",
+    }
+    started = time.monotonic()
+    for attempt in (
+        lambda: predstore.open(url, storage_options=wrong),
+        lambda: predstore.StoreWriter(url, mode="append", storage_options=wrong),
+    ):
+        # A HEAD's answer has no body, so no code: the status, and what to check.
+        pattern = r"s3://\S+ failed: .*(InvalidAccessKeyId|403 Forbidden).*credentials"
+        with pytest.raises(StorageError, match=pattern) as caught:
+            attempt()
+        assert "wrong-s3cr3t" not in str(caught.value)
+    assert time.monotonic() - started < 60  # a 403 is not retried
+    s3_proxy.proxy.faults.clear()
+    assert predstore.open(url).indices().tolist() == [0, 1, 2, 3]
+
+
 def test_an_unreachable_endpoint_fails_within_bounded_time(tmp_path: Path) -> None:
     from s3_support import free_port
 

@@ -82,7 +82,7 @@ class MotoServer:
 class Fault:
     """Fail the ``nth`` (1-based) request that ``matches``, in the way ``kind`` says."""
 
-    kind: str  # "503", "403", "timeout", "drop_response", "ignore_condition", "reset"
+    kind: str  # "503", "403", "bad_key", "timeout", "drop_response", "ignore_condition", "reset"
     matches: Callable[[str, str, dict[str, str]], bool]
     nth: int = 1
     times: int = 1
@@ -126,10 +126,14 @@ class FaultProxy:
                 proxy.log.append(request)
                 fault = proxy._fault_for(self.command, self.path, headers)
                 kind = fault.kind if fault else None
-                if kind in ("503", "403"):
-                    code = "SlowDown" if kind == "503" else "AccessDenied"
-                    self._answer(int(kind), f"<Error><Code>{code}</Code></Error>".encode())
-                    request.status = int(kind)
+                if kind in ("503", "403", "bad_key"):
+                    status, code = {
+                        "503": (503, "SlowDown"),
+                        "403": (403, "AccessDenied"),
+                        "bad_key": (403, "InvalidAccessKeyId"),  # what S3 says to wrong keys
+                    }[kind]
+                    self._answer(status, f"<Error><Code>{code}</Code></Error>".encode())
+                    request.status = status
                     return
                 if kind == "timeout":
                     time.sleep(3)
