@@ -292,3 +292,60 @@ def test_an_oversized_zarr_json_is_refused(store: Path) -> None:
         f.truncate(64 << 20)
     with pytest.raises(predstore.CorruptStoreError, match=r"zarr.json.*larger than"):
         predstore.open(store).read("logits", [0])
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"dataloaders": []}, "0 dataloaders"),
+        ({"dataloaders": [0, 1]}, "2 dataloaders"),
+        ({"index_max": 1000}, "index_max 1000 .expected 9."),
+    ],
+)
+def test_a_stepped_part_entry_that_contradicts_itself_is_refused(
+    tmp_path: Path, change: dict[str, Any], message: str
+) -> None:
+    path = tmp_path / "stepped.pstore"
+    with predstore.StoreWriter(path) as writer:
+        writer.write({"pred": np.arange(10)}, indices=np.arange(10))
+    edit_json(path / "manifest.json", lambda d: d["parts"][0].update(change))
+    assert json.loads((path / "manifest.json").read_text())["parts"][0]["index_step"] == 1
+    with pytest.raises(predstore.CorruptStoreError, match=message):
+        read_everything(path)
+    with pytest.raises(predstore.CorruptStoreError, match=message):
+        predstore.open(path).row(3)  # found by the part's index range, not the row index
+    assert not verify(path, deep=True).ok
+
+
+def test_a_part_whose_footer_gives_another_type_is_a_corrupt_store_error(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "typed.pstore"
+    with predstore.StoreWriter(path) as writer:
+        writer.write({"pred": np.arange(10), "emb": np.ones((10, 64), np.float32)}, np.arange(10))
+    part = path / json.loads((path / "manifest.json").read_text())["parts"][0]["path"]
+    table = pq.read_table(part)
+    retyped = table.set_column(
+        table.schema.get_field_index("pred"), "pred", table.column("pred").cast("float64")
+    )
+    pq.write_table(retyped, part)  # the sizes and the pages agree; only the type is wrong
+
+    def same_size_no_checksum(doc: dict[str, Any]) -> None:
+        doc["parts"][0].update(bytes=part.stat().st_size, crc32c=None)
+
+    for manifest in [path / "manifest.json", *(path / "_commits").glob("*.json")]:
+        edit_json(manifest, same_size_no_checksum)
+    store = predstore.open(path)
+    with pytest.raises(predstore.CorruptStoreError, match="column 'pred' as double"):
+        store.read("pred", [3])
+    with pytest.raises(predstore.CorruptStoreError, match="column 'pred' as double"):
+        store.dataset(["pred", "emb"])[3]
+    assert not verify(path).ok
+
+
+def test_an_array_of_a_key_the_schema_does_not_store_in_zarr_is_refused(store: Path) -> None:
+    for manifest in [store / "manifest.json", *(store / "_commits").glob("*.json")]:
+        edit_json(manifest, lambda d: d["arrays"][0].update(key="../x"))
+    with pytest.raises(predstore.CorruptStoreError, match="key '../x'"):
+        predstore.open(store)
+    assert not verify(store, deep=True).ok

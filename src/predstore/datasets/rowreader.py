@@ -280,9 +280,10 @@ class RowReader:
         """One Parquet column for the local rows, in local order."""
         parts = self.store.manifest.parts
         used = np.unique(self.part).tolist()
-        tables = [read_part(self.store.fs, parts[p], [column]).column(0) for p in used]
+        expected = part_schema(self.store.schema)
+        tables = [read_part(self.store.fs, parts[p], [column], expected).column(0) for p in used]
         if not tables:
-            return pa.array([], part_schema(self.store.schema).field(column).type)
+            return pa.array([], expected.field(column).type)
         joined = pa.chunked_array([c for t in tables for c in t.chunks], tables[0].type)
         joined = joined.combine_chunks()
         first = np.zeros(len(parts), np.int64)

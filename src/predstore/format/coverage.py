@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from predstore.format.fs import FileSystem
-from predstore.format.manifest import Coverage, PartEntry
+from predstore.format.manifest import Coverage, PartEntry, stepped_indices
 from predstore.format.parquet import check_size, read_part
 from predstore.format.schema import DATALOADER, INDEX
 
@@ -34,8 +34,8 @@ def row_keys(fs: FileSystem, parts: Sequence[PartEntry]) -> tuple[np.ndarray, np
     dls, indices = [], []
     for part in parts:
         if part.index_step is not None:
+            indices.append(stepped_indices(part))
             dls.append(np.full(part.rows, part.dataloaders[0], np.int64))
-            indices.append(np.arange(part.rows, dtype=np.int64) * part.index_step + part.index_min)
             continue
         check_size(fs, part)
         table = read_part(fs, part, [DATALOADER, INDEX])

@@ -18,6 +18,7 @@ import datetime as _dt
 from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
+import numpy as np
 
 from predstore.errors import CorruptStoreError, FormatVersionError
 from predstore.format.layout import check_relpath, check_write_id
@@ -56,6 +57,29 @@ class PartEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     index_step: Annotated[int, msgspec.Meta(ge=1)] | None = None
     """When set, row r of the part holds index ``index_min + r * index_step`` (one dataloader):
     readers and commits then know the part's keys without reading it."""
+
+
+def stepped_indices(part: PartEntry) -> np.ndarray[Any, Any]:
+    """The indices of a part whose entry gives them by ``index_step``, checked against the entry.
+
+    Such an entry must name one dataloader and an ``index_max`` that is the
+    last of ``rows`` steps from ``index_min``; anything else is a damaged
+    manifest (``CorruptStoreError``), never rows read under wrong keys.
+    """
+    step = part.index_step or 1
+    last = part.index_min + max(part.rows - 1, 0) * step
+    wrong = []
+    if len(part.dataloaders) != 1:
+        wrong.append(f"{len(part.dataloaders)} dataloaders (expected 1)")
+    if part.index_max != last:
+        wrong.append(f"index_max {part.index_max} (expected {last})")
+    if wrong:
+        raise CorruptStoreError(
+            f"the manifest entry of part {part.path} gives its rows' indices by a step, but "
+            f"with {' and '.join(wrong)}; the store is damaged (predstore verify lists every "
+            "problem)"
+        )
+    return np.arange(part.rows, dtype=np.int64) * step + part.index_min
 
 
 class ArrayEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

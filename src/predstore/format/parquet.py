@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from predstore.errors import CorruptStoreError, PredstoreError, StorePermissionError
 from predstore.format.fs import FileSystem
 from predstore.format.manifest import PartEntry
+from predstore.format.schema import ROW_KEYS
 
 
 def check_size(fs: FileSystem, part: PartEntry) -> None:
@@ -35,13 +36,28 @@ def check_size(fs: FileSystem, part: PartEntry) -> None:
         )
 
 
-def read_part(fs: FileSystem, part: PartEntry, columns: Sequence[str]) -> pa.Table:
-    """``columns`` of ``part``, its pages' checksums verified and its rows counted."""
+def read_part(
+    fs: FileSystem, part: PartEntry, columns: Sequence[str], expected: pa.Schema = ROW_KEYS
+) -> pa.Table:
+    """``columns`` of ``part``, its pages' checksums verified, its rows counted and its types
+    those of ``expected`` (by default the row keys' only: pass the store's part schema).
+
+    The types are checked because the footer, which gives them, has no checksum a read checks:
+    a damaged one must be a ``CorruptStoreError``, not a type error deep in a reader.
+    """
     with _named(part):
         table = pq.read_table(
             fs.arrow_source(part.path), columns=list(columns), page_checksum_verification=True
         )
     _check_rows(part, table.num_rows)
+    for field in table.schema:
+        at = expected.get_field_index(field.name)
+        if at >= 0 and not field.type.equals(expected.field(at).type):
+            raise CorruptStoreError(
+                f"part {part.path} holds column {field.name!r} as {field.type}, the store's "
+                f"schema says {expected.field(at).type}; its footer is damaged (predstore "
+                "verify lists every problem)"
+            )
     return table
 
 

@@ -110,13 +110,19 @@ def value_type(key: KeySchema) -> pa.DataType:
     return pa.list_(value) if key.ragged else value
 
 
-def part_schema(schema: Schema) -> pa.Schema:
-    """The Arrow schema of every Parquet part of a store with this schema."""
-    fields = [
+ROW_KEYS = pa.schema(
+    [
         pa.field(INDEX, pa.int64(), nullable=False),
         pa.field(DATALOADER, pa.int64(), nullable=False),
         pa.field(NAME, pa.string()),
     ]
+)
+"""The columns every Parquet part begins with."""
+
+
+def part_schema(schema: Schema) -> pa.Schema:
+    """The Arrow schema of every Parquet part of a store with this schema."""
+    fields = list(ROW_KEYS)
     hidden = []
     for name, key in schema.keys.items():
         if key.storage == "parquet":

@@ -575,6 +575,10 @@ class Store:
     def _locator(self) -> PartLocator:
         return PartLocator(self.fs, self.manifest)
 
+    @cached_property
+    def _part_schema(self) -> pa.Schema:
+        return part_schema(self.schema)
+
     def _positions(
         self,
         indices: Sequence[int] | NDArray | None,
@@ -635,7 +639,7 @@ class Store:
         if part.path not in self._sized:  # sizes are checked on first read, not at open
             check_size(self.fs, part)
             self._sized.add(part.path)
-        return read_part(self.fs, part, columns)
+        return read_part(self.fs, part, columns, self._part_schema)
 
     # -- torch datasets (torch is imported on first use) ---------------------------
 
@@ -734,9 +738,15 @@ def _empty(spec: KeySchema) -> NDArray:
 
 
 def _check_references(manifest: StoreManifest) -> None:
-    """Every part must find its arrays, inside their committed extents."""
+    """Every array must be of a Zarr key, every part must find its arrays, inside their extents."""
     arrays = {(a.key, a.write_id, a.rank): a for a in manifest.arrays}
     zarr_keys = [k for k, s in manifest.schema.keys.items() if s.storage == "zarr"]
+    for entry in manifest.arrays:
+        if entry.key not in zarr_keys:
+            raise CorruptStoreError(
+                f"the manifest lists array {entry.path} of key {entry.key!r}, which its schema "
+                "does not store in Zarr; the manifest is damaged"
+            )
     for part in manifest.parts:
         for key in zarr_keys:
             array = arrays.get((key, part.write_id, part.rank))
