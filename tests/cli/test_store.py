@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import numpy as np
 import polars as pl
 import pytest
 import typer
@@ -134,6 +135,43 @@ def test_compact_rewrites_many_parts_into_few_in_one_commit(tmp_path: Path) -> N
     assert after.manifest.generation == before.manifest.generation + 1
     assert_rows(after, range(53))
     assert_rows(before, range(53))  # a reader of the old generation keeps reading it
+    assert verify(path, deep=True).ok
+
+
+def test_compact_keeps_nulls_of_scalars_strings_and_vectors(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    with predstore.StoreWriter(path, background=False) as writer:
+        vectors = np.arange(6, dtype=np.float32).reshape(3, 2)
+        writer.write(
+            {"score": [0.5, None, 1.5], "note": ["a", None, "c"], "v": vectors},
+            [0, 1, 2],
+            names=["n0", None, "n2"],
+        )
+        writer.commit()
+        writer.write({"score": [None, 4.0], "note": [None, "e"], "v": None}, [3, 4])
+        writer.commit()
+        writer.write({"score": [6.0], "note": [None], "v": vectors[:1]}, [0], dataloader_idx=1)
+    before = predstore.open(path)
+    assert len(before.manifest.parts) == 3 and before.schema.keys["v"].nullable
+    done = run("compact", str(path))
+    assert done.returncode == 0, done.stderr
+    after = predstore.open(path)
+    assert len(after.manifest.parts) == 1
+    assert after.manifest.generation == before.manifest.generation + 1
+    for old in (before, after):  # the old generation still reads as it did
+        for dl in (0, 1):
+            score, v = old.read("score", dataloader_idx=dl), old.read("v", dataloader_idx=dl)
+            assert np.ma.filled(score, -1).tolist() == (
+                [0.5, -1, 1.5, -1, 4.0] if dl == 0 else [6.0]
+            )
+            assert np.ma.filled(v, -1)[:, 1].tolist() == ([1, 3, 5, -1, -1] if dl == 0 else [1])
+        assert old.read("note").tolist() == ["a", None, "c", None, "e"]
+        assert old.rows.names(old.rows.locate([0, 1, 2])) == ["n0", None, "n2"]
+    assert {k: s.nullable for k, s in after.schema.keys.items()} == {
+        "score": True,
+        "note": True,
+        "v": True,
+    }
     assert verify(path, deep=True).ok
 
 

@@ -46,6 +46,18 @@ def test_a_bare_none_is_a_null_in_every_row() -> None:
     assert (column.kind, column.values) == ("null", [None, None])
 
 
+def test_masked_rows_of_a_masked_array_are_nulls_and_partial_masks_are_refused() -> None:
+    vectors = np.ma.masked_array(np.ones((3, 2)), mask=[[0, 0], [1, 1], [0, 0]])
+    column = normalize({"v": vectors}, [0, 1, 2]).columns["v"]
+    assert column.kind == "fixed" and column.mask.tolist() == [False, True, False]
+    assert type(column.values) is np.ndarray and column.sample_shape == (2,)
+    unmasked = normalize({"v": np.ma.masked_array([1.0, 2.0])}, [0, 1]).columns["v"]
+    assert unmasked.mask is None
+    partly = np.ma.masked_array(np.ones((2, 2)), mask=[[0, 1], [0, 0]])
+    with pytest.raises(SchemaError, match=r"key 'v': row 0 is partly masked"):
+        normalize({"v": partly}, [0, 1])
+
+
 def test_keys_that_flatten_to_the_same_name_are_refused() -> None:
     for outputs in ({"a.b": 1, "a": {"b": 2}}, {"a": {"b": 2}, "a.b": 1}):
         with pytest.raises(SchemaError, match=r"key 'a\.b' is given twice"):

@@ -492,6 +492,20 @@ def test_a_bare_none_is_null_for_a_declared_key(tmp_path: Path) -> None:
     assert store.schema.keys["note"].nullable
 
 
+def test_null_vectors_and_masked_arrays_read_back_as_written(tmp_path: Path) -> None:
+    with predstore.StoreWriter(tmp_path / "s", background=False) as writer:
+        writer.write({"v": np.arange(6, dtype=np.float32).reshape(3, 2)}, [0, 1, 2])
+        writer.write({"v": None}, [3, 4])
+        writer.commit()
+        masked = np.ma.masked_array(np.full((2, 2), 9, np.float32), mask=[[1, 1], [0, 0]])
+        writer.write({"v": masked}, [5, 6])
+    store = predstore.open(tmp_path / "s")
+    got = store.read("v", [6, 4, 2, 5])  # rows of both parts, nulls among them, out of order
+    assert got.mask[:, 0].tolist() == [False, True, False, True]
+    assert got[0].tolist() == [9, 9] and got[2].tolist() == [4, 5]
+    assert store.read("v").mask[:, 1].tolist() == [False] * 3 + [True] * 3 + [False]
+
+
 def test_a_key_none_at_first_takes_the_type_a_later_batch_shows(tmp_path: Path) -> None:
     with predstore.StoreWriter(tmp_path / "s") as writer:
         writer.write({"score": None, "x": np.zeros((2, 3), np.float32)}, [0, 1])

@@ -6,8 +6,9 @@ and writes them again, as one write that replaces the store in one commit
 (an overwrite: readers see the old parts or the new ones, never a mix, and
 the old files stay for ``retention`` seconds for readers that opened the
 store before). Keys keep their dtype, shape and storage; duplicates are
-dropped (readers never saw them); names, dataloaders and the coverage
-figures' expected lengths are kept.
+dropped (readers never saw them); nulls stay nulls (a key with nulls reads
+as a masked array, which the writer stores as nulls again); names,
+dataloaders and the coverage figures' expected lengths are kept.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from typing import Any
 
 import numpy as np
 
-from predstore.errors import SchemaError
 from predstore.format.commit import RETENTION
 from predstore.format.manifest import StoreManifest
 from predstore.read.store import Store
@@ -50,12 +50,6 @@ def compact(
     store = open_store(path)
     if len(store.manifest.parts) <= 1:
         return store.manifest
-    nullable = [k for k, s in store.schema.keys.items() if s.nullable]
-    if nullable:
-        raise SchemaError(
-            f"{store.path}: keys {nullable} hold nulls, which compact does not rewrite yet; "
-            "the store is unchanged"
-        )
     keys = {k: KeySpec(storage=s.storage, dtype=s.dtype) for k, s in store.schema.keys.items()}
     expected = {dl: c.expected for dl, c in store.coverage.items() if c.expected is not None}
     writer = StoreWriter(

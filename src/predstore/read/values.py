@@ -37,8 +37,9 @@ def from_arrow(spec: KeySchema, column: pa.Array | pa.ChunkedArray) -> NDArray |
 
 def _values(array: pa.Array, shape: tuple[int | None, ...], dtype: dtypes.DType) -> NDArray:
     rows = len(array)
-    for _ in shape:
-        array = array.flatten()
+    for _ in shape:  # fixed-size lists: a null row still holds its slots (flatten skips them)
+        size = array.type.list_size
+        array = array.values.slice(array.offset * size, len(array) * size)
     if array.null_count:
         array = array.fill_null(0)
     flat = array.to_numpy(zero_copy_only=False)

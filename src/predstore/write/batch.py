@@ -11,7 +11,9 @@ raises without touching what the writer holds.
   first dimension must be the batch length.
 - A list is one value per sample; a list of tensors or arrays holds
   per-sample values whose shape may vary (ragged).
-- A bare ``None`` is a null in every row of the batch.
+- A bare ``None`` is a null in every row of the batch; in a numpy masked
+  array (what a store's ``read`` returns for a key with nulls), a row whose
+  values are all masked is null.
 - Nested dicts are flattened with dots: ``{"det": {"boxes": ...}}`` is key
   ``det.boxes``; two values that flatten to one key are refused.
 - Python ints are stored as int64, or as uint64 when a value needs it; they
@@ -284,7 +286,24 @@ def to_column(key: str, value: Any, rows: int) -> Column:
             f"key {key!r} has {len(array)} values but the batch has {rows} rows (its indices); "
             "a per-batch value must be 0-d or a Python scalar"
         )
+    if isinstance(array, np.ma.MaskedArray):
+        return _from_masked(key, array)
     return Column("fixed", dtypes.name_of(array.dtype, key=key), array)
+
+
+def _from_masked(key: str, array: np.ma.MaskedArray[Any, Any]) -> Column:
+    """A masked array's rows, null where every value of a row is masked."""
+    dtype = dtypes.name_of(array.dtype, key=key)
+    values = np.ma.getdata(array)
+    masked = np.ma.getmaskarray(array).reshape(len(array), -1)
+    nulls = masked.all(axis=1)
+    partial = np.flatnonzero(masked.any(axis=1) & ~nulls)
+    if partial.size:
+        raise SchemaError(
+            f"key {key!r}: row {int(partial[0])} is partly masked; a null is a whole row, so "
+            "mask every value of a row or none (fill the masked values to keep the rest)"
+        )
+    return Column("fixed", dtype, values, nulls if nulls.any() else None)
 
 
 def _broadcast(key: str, one: NDArray, rows: int, *, weak: bool = False) -> Column:
