@@ -249,15 +249,38 @@ def encode(manifest: StoreManifest | RankManifest | CommitRecord) -> bytes:
 
 
 def decode(data: bytes, kind: type[_M], *, source: str) -> _M:
-    """Decode and check a manifest read from ``source`` (a file name used in errors)."""
+    """Decode and check a manifest read from ``source`` (a file name used in errors).
+
+    The JSON is parsed once, into ``kind``; only when that fails is its
+    header read alone, so that a manifest of another format or a newer
+    version is named as such rather than as damaged.
+    """
     try:
-        header = msgspec.json.decode(data, type=_Header)
+        manifest = msgspec.json.decode(data, type=kind)
+    except RecursionError:
+        raise CorruptStoreError(f"{source} is damaged: JSON nested too deeply") from None
+    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        _check_header(_header(data, source), source)
+        raise CorruptStoreError(f"{source} is damaged: {e}") from None
+    _check_header(manifest, source)
+    _check_paths(manifest, source)
+    return manifest
+
+
+def _header(data: bytes, source: str) -> _Header:
+    try:
+        return msgspec.json.decode(data, type=_Header)
     except RecursionError:
         raise CorruptStoreError(f"{source} is damaged: JSON nested too deeply") from None
     except (msgspec.DecodeError, msgspec.ValidationError) as e:
         raise CorruptStoreError(
             f"{source} is not a readable manifest ({e}); it may be truncated"
         ) from None
+
+
+def _check_header(
+    header: _Header | StoreManifest | RankManifest | CommitRecord, source: str
+) -> None:
     if header.format != FORMAT_NAME:
         raise CorruptStoreError(f"{source} is not a predstore manifest (format {header.format!r})")
     if header.format_version > FORMAT_VERSION:
@@ -267,14 +290,6 @@ def decode(data: bytes, kind: type[_M], *, source: str) -> _M:
         )
     if header.format_version < 1:
         raise CorruptStoreError(f"{source}: format_version must be a positive integer")
-    try:
-        manifest = msgspec.json.decode(data, type=kind)
-    except RecursionError:
-        raise CorruptStoreError(f"{source} is damaged: JSON nested too deeply") from None
-    except msgspec.ValidationError as e:
-        raise CorruptStoreError(f"{source} is damaged: {e}") from None
-    _check_paths(manifest, source)
-    return manifest
 
 
 def format_version_of(data: bytes) -> int:
