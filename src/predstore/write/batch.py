@@ -296,7 +296,7 @@ def _from_masked(key: str, array: np.ma.MaskedArray[Any, Any]) -> Column:
     dtype = dtypes.name_of(array.dtype, key=key)
     values = np.ma.getdata(array)
     masked = np.ma.getmaskarray(array).reshape(len(array), -1)
-    nulls = masked.all(axis=1)
+    nulls = np.asarray(masked.all(axis=1))
     partial = np.flatnonzero(masked.any(axis=1) & ~nulls)
     if partial.size:
         raise SchemaError(
