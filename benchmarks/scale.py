@@ -285,7 +285,7 @@ def report() -> str:
         f"| {r['label']} ({r['predstore']}) | {f['parts']:,} | {f['finalize_s']:.2f} s "
         f"| {f['open_s'] * 1e3:.1f} ms | {f['len_keys_read10_s'] * 1e3:.1f} ms "
         f"| {f['manifest_bytes_per_part']:.0f} "
-        f"| {_s(f.get('compact_s'))} ({f.get('parts_after_compact', '-')} parts) "
+        f"| {_compacted(f)} "
         f"| {_ms(f.get('len_keys_read10_after_compact_s'))} |"
         for r in runs
         for f in r["parts"]
@@ -306,8 +306,11 @@ def report() -> str:
     return "\n".join(lines)
 
 
-def _s(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f} s"
+def _compacted(figures: dict[str, Any]) -> str:
+    if "compact_s" not in figures:
+        return "not measured"
+    parts = figures["parts_after_compact"]
+    return f"{figures['compact_s']:.2f} s ({parts} part{'s' if parts != 1 else ''})"
 
 
 def _ms(value: float | None) -> str:
