@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import pickle
+import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import ml_dtypes
+import numcodecs
 import numpy as np
 import pytest
 import torch
@@ -33,6 +35,7 @@ from predstore.errors import (
     StoreNotCommittedError,
     UnknownKeyError,
 )
+from predstore.read.arrays import ArrayReader
 from support import write_ranks
 
 ALL = list(values(0))
@@ -108,8 +111,9 @@ def test_a_small_cache_reads_the_same_values(store: predstore.Store) -> None:
 def test_forked_workers_share_what_they_decode(
     store_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # emb is compressed (Blosc-LZ4): decoded whole, into memory the workers share.
     dataset = predstore.PredictionDataset(store_path, ["logits", "emb"])
-    dense = [r for k in ("logits", "emb") for r in dataset._state.reader._zarr[k].readers]  # type: ignore[union-attr]
+    dense = dataset._state.reader._zarr["emb"].readers  # type: ignore[union-attr]
     assert not any(r.have.any() for r in dense)  # type: ignore[union-attr]
     loader = DataLoader(dataset, batch_size=8, shuffle=True, num_workers=2)
     assert sorted(i for b in loader for i in check_batch(b, ["logits", "emb"])) == list(range(N))
@@ -124,9 +128,50 @@ def test_forked_workers_share_what_they_decode(
         check_item(dataset[i], ["logits", "emb"])
 
 
+def test_uncompressed_keys_are_read_in_place(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # logits are noise, stored uncompressed (Blosc at level 0): rows come straight from the
+    # mapped shard files, never copied into a decoded array, each chunk's checksum checked.
+    dataset = predstore.PredictionDataset(store_path, ["logits"])
+    readers = dataset._state.reader._zarr["logits"].readers  # type: ignore[union-attr]
+    assert all(isinstance(r, ArrayReader) and r.maps_chunks for r in readers)
+
+    loader = DataLoader(dataset, batch_size=8, shuffle=True, num_workers=2)
+    assert sorted(i for b in loader for i in check_batch(b, ["logits"])) == list(range(N))
+    decoded: list[int] = []
+    decode = numcodecs.Blosc.decode
+
+    def counted(self: numcodecs.Blosc, *args: Any, **kwargs: Any) -> Any:
+        decoded.append(1)
+        return decode(self, *args, **kwargs)
+
+    monkeypatch.setattr(numcodecs.Blosc, "decode", counted)
+    rng = np.random.default_rng(3)
+    for batch in np.array_split(rng.permutation(N), 5):
+        for item in dataset.__getitems__(batch.tolist()):
+            check_item(item, ["logits"])
+    # Only each array's last chunk, padded with zeros and so compressed, is decoded.
+    assert 0 < len(decoded) <= len(readers)
+
+
+def test_a_damaged_uncompressed_chunk_read_in_place_is_refused(
+    store_path: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "s"
+    shutil.copytree(store_path, copy)
+    shard = sorted(p for p in copy.rglob("logits/c/*/*") if p.is_file())[0]
+    data = bytearray(shard.read_bytes())
+    data[100] ^= 0x5A  # inside the first chunk's values
+    shard.write_bytes(bytes(data))
+    dataset = predstore.PredictionDataset(copy, ["logits"])
+    with pytest.raises(predstore.CorruptStoreError, match=r"logits/c/0/0.*checksum does not match"):
+        dataset.__getitems__(list(range(N)))
+
+
 def test_preload_decodes_at_construction(store_path: Path) -> None:
     dataset = predstore.PredictionDataset(store_path, ["logits", "emb"], preload=True)
-    dense = dataset._state.reader._zarr["logits"].readers  # type: ignore[union-attr]
+    dense = dataset._state.reader._zarr["emb"].readers  # type: ignore[union-attr]
     assert all(r.have.all() for r in dense)  # type: ignore[union-attr]
     check_item(dataset[11], ["logits", "emb"])
 

@@ -101,7 +101,8 @@ class PredictionDataset(Dataset[Any]):
 
     Construction reads the small (Parquet) values and the names. A batch
     (``__getitems__``, what DataLoader calls) is read at once. Fixed-shape
-    Zarr keys are decoded into a cache of up to ``cache_bytes`` as reads
+    Zarr keys stored uncompressed in local files are read in place from
+    the page cache (mapped, each chunk's checksum checked once); others are decoded into a cache of up to ``cache_bytes`` as reads
     need them, shared with forked DataLoader workers and kept across
     epochs (``preload=True``: decoded at construction); keys that do not
     fit keep that many bytes of recently used chunks instead. For the

@@ -317,9 +317,10 @@ class RowReader:
         for a in entries:
             budget = int(share * a.payload_bytes)
             reader = ArrayReader(self.store.fs, a)
-            # A fixed key that fits its share of the cache is decoded whole, as reads need it;
-            # otherwise the reader keeps its share of recently used chunks.
-            if not spec.ragged and DenseArray.nbytes(reader) <= budget:
+            # A fixed key stored uncompressed in local files is read in place (the page cache,
+            # shared by every process, holds it); one that fits its share of the cache is
+            # decoded whole, as reads need it; any other keeps its share of recent chunks.
+            if not spec.ragged and not reader.maps_chunks and DenseArray.nbytes(reader) <= budget:
                 readers.append(DenseArray(reader))
             else:
                 readers.append(ArrayReader(self.store.fs, a, cache_bytes=budget))

@@ -37,6 +37,7 @@ import fcntl
 import functools
 import hashlib
 import io
+import mmap
 import os
 import re
 import shutil
@@ -61,6 +62,8 @@ class FileSystem(abc.ABC):
     root: str
     is_local = True
     """Whether a stat costs a system call rather than a request over the network."""
+    can_map = False
+    """Whether :meth:`map_file` maps files (else it returns ``None``)."""
 
     @abc.abstractmethod
     def read_bytes(self, path: str) -> bytes:
@@ -73,6 +76,14 @@ class FileSystem(abc.ABC):
     def read_ranges(self, path: str, starts: Sequence[int], lengths: Sequence[int]) -> list[bytes]:
         """Several byte ranges of ``path`` (an object store fetches them in parallel)."""
         return [self.read_range(path, s, n) for s, n in zip(starts, lengths, strict=True)]
+
+    def map_file(self, path: str) -> memoryview | None:
+        """The bytes of ``path`` mapped read-only into memory, or ``None`` where files cannot be.
+
+        Only for files that are never changed in place once written (a
+        committed shard): the mapping reads the page cache without copying.
+        """
+        return None
 
     def arrow_source(self, path: str) -> Any:
         """``path`` as pyarrow opens it: a local path, or the object's bytes in a buffer."""
@@ -202,6 +213,12 @@ class LocalFileSystem(FileSystem):
     def input_uri(self, path: str) -> str:
         with self._open_file(path):
             return self.resolve(path)
+
+    can_map = True
+
+    def map_file(self, path: str) -> memoryview | None:
+        with self._open_file(path) as (fd, size):
+            return memoryview(mmap.mmap(fd, size, access=mmap.ACCESS_READ)) if size else None
 
     @contextlib.contextmanager
     def _open_file(self, path: str) -> Iterator[tuple[int, int]]:

@@ -61,6 +61,14 @@ class ShardLayout:
         return self.chunks_per_shard * 16 + 4
 
     @property
+    def stores_raw(self) -> bool:
+        """Whether full chunks hold their values as they are (no codec, or Blosc at level 0):
+        :meth:`decode` then returns a view of the bytes it is given, without copying."""
+        return self.codec is None or (
+            isinstance(self.codec, numcodecs.Blosc) and self.codec.clevel == 0
+        )
+
+    @property
     def chunk_bytes(self) -> int:
         """Bytes of one decoded inner chunk."""
         return self.chunk_len * int(np.prod(self.sample)) * self.dtype.itemsize
@@ -109,14 +117,17 @@ class ShardLayout:
         """One inner chunk's rows from its encoded bytes; ``where`` names it in errors."""
         payload = self.payload(raw, where)
         try:
-            data = payload if self.codec is None else self.codec.decode(payload)
+            data = _stored(self.codec, payload)
+            if data is None:  # a codec that compressed the chunk
+                data = self.codec.decode(payload)  # type: ignore[union-attr]
         except Exception as e:  # each codec raises its own types for damaged input
             raise _damaged(where, f"it cannot be decoded: {e}") from None
         if memoryview(data).nbytes != self.chunk_bytes:
             raise _damaged(
                 where, f"it decodes to {memoryview(data).nbytes} bytes, not {self.chunk_bytes}"
             )
-        return np.frombuffer(data, self.dtype).reshape(self.chunk_len, *self.sample)
+        rows = np.frombuffer(data, self.dtype).reshape(self.chunk_len, *self.sample)
+        return rows if rows.flags.aligned else rows.copy()
 
     def decode_into(self, raw: bytes | memoryview, out: NDArray, where: str) -> None:
         """Decode one whole inner chunk straight into ``out`` (C-contiguous, its shape and dtype)."""
@@ -199,6 +210,24 @@ class ShardFile:
         """Drop the shard: its temporary file is removed."""
         with contextlib.suppress(Exception):
             self._stack.__exit__(RuntimeError, RuntimeError("shard discarded"), None)
+
+
+def _stored(codec: Codec | None, frame: memoryview) -> memoryview | None:
+    """The values of a frame that holds them as they are (no codec, or a Blosc frame whose
+    data was copied in uncompressed), as a view of ``frame``; ``None`` for any other frame."""
+    if codec is None:
+        return frame
+    if not isinstance(codec, numcodecs.Blosc) or len(frame) < _BLOSC_HEADER:
+        return None
+    flags, size = frame[2], int.from_bytes(frame[4:8], "little")
+    if flags & _BLOSC_MEMCPYED and size + _BLOSC_HEADER == len(frame):
+        return frame[_BLOSC_HEADER:]
+    return None
+
+
+_BLOSC_HEADER = 16
+_BLOSC_MEMCPYED = 0x02
+"""Blosc's flag for a frame whose data follows the header uncompressed."""
 
 
 def _decoded_size(codec: Codec, frame: memoryview) -> int | None:

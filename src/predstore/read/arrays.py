@@ -12,6 +12,7 @@ other layout is refused, and nothing past the committed extent is ever read.
 from __future__ import annotations
 
 import functools
+import mmap
 import os
 import threading
 from collections import OrderedDict
@@ -61,6 +62,8 @@ class ArrayReader:
         self._indices: dict[int, NDArray] = {}
         self._cache: OrderedDict[int, NDArray] = OrderedDict()
         self._cached = 0
+        self._maps: dict[int, memoryview | None] = {}
+        self._mapped: dict[int, NDArray] = {}  # chunks that are views of a mapped shard
 
     def __getstate__(self) -> dict[str, Any]:
         # Pickle the description only: a worker process opens its own files.
@@ -75,6 +78,12 @@ class ArrayReader:
         if self._layout is None:
             self._layout = read_layout(self.fs, self.entry)
         return self._layout
+
+    @property
+    def maps_chunks(self) -> bool:
+        """Whether this array's full chunks are read in place from the page cache: stored
+        uncompressed in files that can be mapped, each is a view of its file, checked once."""
+        return self.fs.can_map and self.layout.stores_raw
 
     def shard_path(self, shard: int) -> str:
         """The store path of shard number ``shard``."""
@@ -128,6 +137,8 @@ class ArrayReader:
         needed, where = np.unique(chunk_of, return_inverse=True)
         chunks = self._chunks(needed)
         out = np.empty((len(positions), *self.entry.shape[1:]), self.dtype.zarr)
+        if _gather_in_place(chunks, where, positions - needed[where] * length, out):
+            return out
         order = np.argsort(where, kind="stable")
         bounds = np.flatnonzero(np.diff(where[order])) + 1
         for group in np.split(order, bounds):
@@ -140,6 +151,10 @@ class ArrayReader:
         result: dict[int, NDArray] = {}
         missing = []
         for c in chunk_ids.tolist():
+            hit = self._mapped.get(c)
+            if hit is not None:
+                result[c] = hit
+                continue
             hit = self._cache.get(c)
             if hit is not None:
                 self._cache.move_to_end(c)
@@ -186,6 +201,13 @@ class ArrayReader:
             local = np.array(ids) % per_shard
             offsets, lengths = index[local, 0], index[local, 1]
             present = offsets != ABSENT
+            mapped = self._map(shard, path, size) if layout.stores_raw else None
+            if mapped is not None:
+                raws.extend(
+                    mapped[o : o + n] if p else None
+                    for o, n, p in zip(offsets.tolist(), lengths.tolist(), present, strict=True)
+                )
+                continue
             if not present.any():
                 raws.extend([None] * len(ids))
                 continue
@@ -212,6 +234,17 @@ class ArrayReader:
                 f"array {self.entry.path}: shard {path} holds committed rows but is not listed"
             )
         return path, size
+
+    def _map(self, shard: int, path: str, size: int) -> memoryview | None:
+        """Shard ``shard`` mapped into memory, or ``None`` where the file system cannot map."""
+        if shard not in self._maps:
+            mapped = self.fs.map_file(path) if self.fs.can_map else None
+            if mapped is not None and len(mapped) != size:
+                raise CorruptStoreError(
+                    f"shard {path} has {len(mapped)} bytes, the manifest says {size}"
+                )
+            self._maps[shard] = mapped
+        return self._maps[shard]
 
     def _index(self, shard: int, path: str, size: int) -> NDArray:
         index = self._indices.get(shard)
@@ -241,6 +274,9 @@ class ArrayReader:
         return index
 
     def _remember(self, chunk_id: int, chunk: NDArray) -> None:
+        if _in_mapping(chunk):
+            self._mapped[chunk_id] = chunk  # the page cache holds it: it costs no memory here
+            return
         if chunk.nbytes > self.cache_bytes:
             return
         self._cache[chunk_id] = chunk
@@ -255,6 +291,44 @@ class ArrayReader:
                 f"array {self.entry.path}: a part refers to positions {lo}..{hi - 1}, "
                 f"outside its committed extent {self.entry.length}"
             )
+
+
+def _mapping_of(array: NDArray) -> mmap.mmap | None:
+    """The mapped file that ``array`` is a view of, if it is one."""
+    base: Any = array
+    while isinstance(base, np.ndarray):
+        base = base.base
+    return base.obj if isinstance(base, memoryview) and isinstance(base.obj, mmap.mmap) else None
+
+
+def _in_mapping(array: NDArray) -> bool:
+    return _mapping_of(array) is not None
+
+
+def _gather_in_place(chunks: list[NDArray], where: NDArray, rows: NDArray, out: NDArray) -> bool:
+    """Row ``rows[i]`` of chunk ``chunks[where[i]]`` into ``out[i]``, when every chunk is a view
+    of a mapped shard: one fancy index per shard file instead of one per chunk.
+
+    A chunk's rows are contiguous in its file, so a row is a run of bytes at a known offset:
+    indexing a window view of the file (every byte offset a row) gathers them all at once.
+    """
+    maps = [_mapping_of(c) for c in chunks]
+    if not chunks or any(m is None for m in maps):
+        return False
+    target = out.reshape(len(out), -1).view(np.uint8)
+    row_bytes = target.shape[1]
+    address = np.array([c.ctypes.data for c in chunks], np.int64)
+    slot = np.array([id(m) for m in maps], np.int64)
+    for key in np.unique(slot).tolist():
+        mapped = maps[int(np.flatnonzero(slot == key)[0])]
+        data = np.frombuffer(mapped, np.uint8)  # type: ignore[arg-type]
+        window = np.lib.stride_tricks.as_strided(
+            data, (data.size - row_bytes + 1, row_bytes), (1, 1), writeable=False
+        )
+        chosen = slot[where] == key
+        start = address[where[chosen]] - data.ctypes.data + rows[chosen] * row_bytes
+        target[chosen] = window[start]
+    return True
 
 
 Job = Callable[[], None]
