@@ -169,6 +169,9 @@ def bars(results: dict[str, Any]) -> list[Bar]:
         lambda v: v >= 0.8,
         "{:.2f}x",
     )
+    for wkey in ("w1", "w2", "w3"):
+        if wkey in results:
+            found += loading_bars(results[wkey])
     for workload in results.values():
         f = figures(workload).get("predstore")
         bound = workload["payload_mb"] * 1e6 / (16 * MiB) + HANDFUL
@@ -186,6 +189,34 @@ def bars(results: dict[str, Any]) -> list[Bar]:
                 f["files"] <= bound,
             )
         found.append(bar)
+    return found
+
+
+def loading_bars(workload: dict[str, Any]) -> list[Bar]:
+    """Issue 12's loading bars: predstore against the fastest other contender's loading, with
+    the default collate (>= 1.0x) and with ``PredictionDataset.collate`` (>= 1.5x)."""
+    f = figures(workload)
+    others = {
+        k: m["load_samples_per_s"]
+        for k, m in f.items()
+        if k not in ("predstore", "none") and m.get("load_samples_per_s")
+    }
+    best = max(others, key=lambda k: others[k]) if others else None
+    found = []
+    for figure, target, how in (
+        ("load_samples_per_s", 1.0, "the default collate"),
+        ("load_collate_samples_per_s", 1.5, "`PredictionDataset.collate`"),
+    ):
+        text = f"loading with {how} at least {target}x the fastest other contender's"
+        bar = Bar(workload["name"], text, f">= {target}x")
+        found.append(bar)
+        ours = f.get("predstore", {}).get(figure)
+        if best is None or ours is None:
+            bar.note = "predstore's or the others' loading not measured"
+            continue
+        bar.value = ours / others[best]
+        bar.shown = f"{bar.value:.2f}x ({title(best)})"
+        bar.met = bar.value >= target
     return found
 
 
@@ -212,6 +243,7 @@ def workload_table(workload: dict[str, Any]) -> str:
             continue
         m = f[key]
         load = m.get("load_samples_per_s")
+        tuned = m.get("load_collate_samples_per_s")
         rows.append(
             [
                 f"**{title(key)}**" if key == "predstore" else title(key),
@@ -223,7 +255,8 @@ def workload_table(workload: dict[str, Any]) -> str:
                 _num(m.get("disk_mb"), 1),
                 _num(m.get("files")),
                 _seconds(m.get("analysis_s")),
-                _num(load) if load else "",
+                (_num(load) if load else "")
+                + (f"; {_num(tuned)} with `PredictionDataset.collate`" if tuned else ""),
                 entry.get("load_skipped", ""),
             ]
         )

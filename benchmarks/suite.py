@@ -10,7 +10,8 @@ For each workload (W1 classify, W2 segment, W3 embed) and each contender
 3. loads every row through ``DataLoader(num_workers=2, shuffle=True)`` over
    the contender's map-style Dataset, timed from creating the Dataset to the
    last batch, and checks that each index came exactly once and the last
-   batch's values;
+   batch's values (predstore twice: with the default collate, then with
+   ``collate_fn=PredictionDataset.collate``);
 4. reads ``index``, ``pred`` and ``prob`` back into polars or pandas and
    computes accuracy and a group-by, timed (the fastest of up to five runs
    within one second), and checks the answer.
@@ -177,14 +178,20 @@ def measure(contender: Contender | None, inputs: Inputs, out: Path) -> dict[str,
         unavailable = predstore_dataset_missing() if contender.key == "predstore" else None
         if unavailable is None:
             result |= load(contender, inputs, out)
+        if unavailable is None and contender.key == "predstore":
+            import predstore
+
+            tuned = load(contender, inputs, out, collate_fn=predstore.PredictionDataset.collate)
+            result |= {f"load_collate_{k.removeprefix('load_')}": v for k, v in tuned.items()}
         result |= analysis(contender, inputs, out)
     finally:
         shutil.rmtree(out, ignore_errors=True)
     return result
 
 
-def load(contender: Contender, inputs: Inputs, out: Path) -> dict[str, Any]:
-    """One shuffled epoch through DataLoader(num_workers=2), from creating the Dataset on."""
+def load(contender: Contender, inputs: Inputs, out: Path, collate_fn: Any = None) -> dict[str, Any]:
+    """One shuffled epoch through DataLoader(num_workers=2), from creating the Dataset on
+    (with the default collate unless ``collate_fn`` is given)."""
     import torch
     from torch.utils.data import DataLoader
 
@@ -200,6 +207,7 @@ def load(contender: Contender, inputs: Inputs, out: Path) -> dict[str, Any]:
         num_workers=LOADER_WORKERS,
         multiprocessing_context=contender.loader_context,
         generator=torch.Generator().manual_seed(0),
+        collate_fn=collate_fn,
     )
     batches = iter(loader)
     try:

@@ -95,12 +95,14 @@ def test_suite_end_to_end_on_tiny_sizes(tmp_path: Path) -> None:
             assert len(entry["runs"]) == 1
             if name != "predstore" or "load_skipped" not in entry:
                 assert entry["median"]["load_samples_per_s"] > 0, (key, name)
+            if name == "predstore" and "load_skipped" not in entry:
+                assert entry["median"]["load_collate_samples_per_s"] > 0, key
     assert "not installed" in document["workloads"]["w1"]["contenders"].get(
         "hf_datasets", {"skipped": "not installed"}
     ).get("skipped", "not installed")
     assert "skipped" in document["workloads"]["w2"]["contenders"]["csv"]
 
-    assert len(document["bars"]) == 13
+    assert len(document["bars"]) == 19  # 13, and two loading bars per workload
     for bar in document["bars"]:
         assert bar["met"] in (True, False, None)
         assert bar["met"] is not None or bar["note"], bar
@@ -196,7 +198,13 @@ def _workload(**figures: dict[str, float]) -> dict[str, Any]:
 def test_bars_follow_the_figures_of_one_run() -> None:
     w1_results = _workload(
         none={"predict_s": 1.0},
-        predstore={"predict_s": 1.1, "analysis_s": 0.01, "load_samples_per_s": 5000, "files": 29},
+        predstore={
+            "predict_s": 1.1,
+            "analysis_s": 0.01,
+            "load_samples_per_s": 5000,
+            "load_collate_samples_per_s": 12000,
+            "files": 29,
+        },
         torch_save={
             "predict_s": 11.0,
             "analysis_s": 2.0,
@@ -213,6 +221,13 @@ def test_bars_follow_the_figures_of_one_run() -> None:
     assert floor.value == pytest.approx(0.1 / 0.09) and floor.met is True
     assert found["analysis within 2x of alternative 5"].met is False
     assert found["loading at least 10x alternative 1"].met is False
+    default = found["loading with the default collate at least 1.0x the fastest other contender's"]
+    assert default.value == pytest.approx(5000 / 9000) and default.met is False
+    assert "Parquet" in default.shown  # the fastest other: the floor, at 9,000 samples/s
+    tuned = found[
+        "loading with `PredictionDataset.collate` at least 1.5x the fastest other contender's"
+    ]
+    assert tuned.value == pytest.approx(12000 / 9000) and tuned.met is False
     csv = found["write overhead at least 50x smaller than alternative 2"]
     assert csv.met is None and "not here" in csv.note
     files = found["at most payload/16 MiB + 5 files (one rank)"]
