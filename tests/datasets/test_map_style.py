@@ -135,7 +135,7 @@ def test_uncompressed_keys_are_read_in_place(
     # mapped shard files, never copied into a decoded array, each chunk's checksum checked.
     dataset = predstore.PredictionDataset(store_path, ["logits"])
     readers = dataset._state.reader._zarr["logits"].readers  # type: ignore[union-attr]
-    assert all(isinstance(r, ArrayReader) and r.maps_chunks for r in readers)
+    assert all(isinstance(r, ArrayReader) and r.reads_in_place for r in readers)
 
     loader = DataLoader(dataset, batch_size=8, shuffle=True, num_workers=2)
     assert sorted(i for b in loader for i in check_batch(b, ["logits"])) == list(range(N))

@@ -74,19 +74,27 @@ def test_reads_touch_only_the_chunks_needed(
     from predstore.format.fs import LocalFileSystem
 
     reads: list[tuple[str, int]] = []
-    original = LocalFileSystem.read_range
+    mapped: list[str] = []
+    original, original_map = LocalFileSystem.read_range, LocalFileSystem.map_file
 
     def spy(self, path, start, length):  # type: ignore[no-untyped-def]
         reads.append((path, length))
         return original(self, path, start, length)
 
+    def spy_map(self, path):  # type: ignore[no-untyped-def]
+        mapped.append(path)
+        return original_map(self, path)
+
     monkeypatch.setattr(LocalFileSystem, "read_range", spy)
+    monkeypatch.setattr(LocalFileSystem, "map_file", spy_map)
     fresh = predstore.open(store.path)
     assert np.array_equal(fresh.read("logits", [10]), batch([10])["logits"])
     logits = next(a for a in fresh.manifest.arrays if a.key == "logits")
     assert len(logits.files) > 1
-    assert len({path for path, _ in reads}) == 1  # one shard file of the several
-    assert sum(n for _, n in reads) < max(logits.files.values())  # its index and one chunk
+    shard = {path for path, _ in reads if "logits" in path}
+    assert len(shard) == 1 and set(mapped) <= shard  # one shard file of the several
+    # Its index read; its chunks through the mapping (the page cache reads only what is touched).
+    assert sum(n for _, n in reads) < max(logits.files.values())
 
 
 def test_scan_and_pandas(store: predstore.Store) -> None:
@@ -250,3 +258,26 @@ def test_to_hf_is_a_datasets_dataset(store: predstore.Store) -> None:
 def test_repr_shows_rows_keys_and_size(store: predstore.Store) -> None:
     text = repr(store)
     assert "60 rows, 7 keys" in text and " on disk" in text
+
+
+@pytest.mark.parametrize("codec", ["blosc-lz4", "none"])
+def test_one_row_chunks_read_in_any_order(tmp_path: Path, codec: str) -> None:
+    # Volumes: a chunk holds one row, decoded straight into its place in the result
+    # (compressed), or a view of the mapped shard (stored as it is).
+    path = tmp_path / "s"
+    volumes = np.arange(30 * 8 * 8 * 8, dtype=np.float16).reshape(30, 8, 8, 8) % 7
+    with predstore.StoreWriter(
+        path, keys={"vol": "zarr"}, chunk_bytes=1024, shard_bytes=8 * 1024, codec=codec
+    ) as w:
+        for start in range(0, 30, 4):
+            w.write({"vol": volumes[start : start + 4]}, np.arange(start, min(start + 4, 30)))
+    store = predstore.open(path)
+    entry = next(a for a in store.manifest.arrays if a.key == "vol")
+    assert entry.chunks[0] == 1 and len(entry.files) > 1
+    asked = [29, 3, 17, 3, 0, 16]
+    assert np.array_equal(store.read("vol", asked), volumes[asked])
+    dataset = store.dataset(["vol"], as_torch=False, cache_bytes=1024)  # too small to hold it
+    items = dataset.__getitems__(asked)
+    assert all(
+        np.array_equal(item["vol"], volumes[i]) for item, i in zip(items, asked, strict=True)
+    )

@@ -320,7 +320,11 @@ class RowReader:
             # A fixed key stored uncompressed in local files is read in place (the page cache,
             # shared by every process, holds it); one that fits its share of the cache is
             # decoded whole, as reads need it; any other keeps its share of recent chunks.
-            if not spec.ragged and not reader.maps_chunks and DenseArray.nbytes(reader) <= budget:
+            if (
+                not spec.ragged
+                and not reader.reads_in_place
+                and DenseArray.nbytes(reader) <= budget
+            ):
                 readers.append(DenseArray(reader))
             else:
                 readers.append(ArrayReader(self.store.fs, a, cache_bytes=budget))

@@ -5,7 +5,9 @@ Arrays are read in predstore's own shard layout
 :class:`~predstore.format.fs.FileSystem`: the shard's index, then only the
 inner chunks needed, each checked against its crc32c, decoded in parallel
 and optionally kept in a small cache of decoded chunks (what a Dataset
-reading in random order needs). An array whose ``zarr.json`` declares any
+reading in random order needs). On a local disk the shards are mapped
+read-only: chunks are decoded straight from the page cache, and a chunk
+stored uncompressed is used in place, a view of its file. An array whose ``zarr.json`` declares any
 other layout is refused, and nothing past the committed extent is ever read.
 """
 
@@ -80,9 +82,9 @@ class ArrayReader:
         return self._layout
 
     @property
-    def maps_chunks(self) -> bool:
+    def reads_in_place(self) -> bool:
         """Whether this array's full chunks are read in place from the page cache: stored
-        uncompressed in files that can be mapped, each is a view of its file, checked once."""
+        uncompressed in files that are mapped, each is a view of its file, checked once."""
         return self.fs.can_map and self.layout.stores_raw
 
     def shard_path(self, shard: int) -> str:
@@ -133,10 +135,18 @@ class ArrayReader:
 
     def _gather(self, positions: NDArray) -> NDArray:
         length = self.layout.chunk_len
+        out = np.empty((len(positions), *self.entry.shape[1:]), self.dtype.zarr)
+        if length == 1 and not self.reads_in_place:
+            # One row a chunk (volumes): each is decoded straight into its place in ``out``.
+            # A reader that caches holds a key too large to decode whole, so in random order
+            # a cached row would seldom be read again before it is dropped.
+            run_jobs(
+                [j for i, p in enumerate(positions.tolist()) for j in self._row_job(p, out, i)]
+            )
+            return out
         chunk_of = positions // length
         needed, where = np.unique(chunk_of, return_inverse=True)
         chunks = self._chunks(needed)
-        out = np.empty((len(positions), *self.entry.shape[1:]), self.dtype.zarr)
         if _gather_in_place(chunks, where, positions - needed[where] * length, out):
             return out
         order = np.argsort(where, kind="stable")
@@ -145,6 +155,13 @@ class ArrayReader:
             k = where[group[0]]
             out[group] = chunks[k][positions[group] - needed[k] * length]
         return out
+
+    def _row_job(self, position: int, out: NDArray, at: int) -> list[Job]:
+        cached = self._cache.get(position)
+        if cached is None:
+            return decode_jobs(self, [position], out[at : at + 1], position)
+        out[at] = cached[0]
+        return []
 
     def _chunks(self, chunk_ids: NDArray) -> list[NDArray]:
         """Decoded inner chunks ``chunk_ids`` (sorted), from the cache or the shard files."""
@@ -201,7 +218,7 @@ class ArrayReader:
             local = np.array(ids) % per_shard
             offsets, lengths = index[local, 0], index[local, 1]
             present = offsets != ABSENT
-            mapped = self._map(shard, path, size) if layout.stores_raw else None
+            mapped = self._map(shard, path, size)
             if mapped is not None:
                 raws.extend(
                     mapped[o : o + n] if p else None
