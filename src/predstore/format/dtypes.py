@@ -140,6 +140,10 @@ SUPPORTED = (*_TABLE, STRING)
 """Every dtype name a key can have."""
 
 
+_NAMES: dict[Any, str] = {}
+"""The names of the numpy and torch dtypes met so far."""
+
+
 def get(name: str) -> DType:
     """The :class:`DType` called ``name``; ``SchemaError`` for strings or unknown names."""
     try:
@@ -152,8 +156,12 @@ def get(name: str) -> DType:
 
 def name_of(dtype: np.dtype[Any] | Any, *, key: str) -> str:
     """The dtype name of a numpy or torch dtype, or a ``SchemaError`` naming ``key``."""
+    name = _NAMES.get(dtype)
+    if name is not None:
+        return name
     name = str(dtype).removeprefix("torch.")
     if name in _TABLE:
+        _NAMES[dtype] = name  # str() of a dtype costs microseconds, once per batch and key
         return name
     raise SchemaError(
         f"key {key!r}: dtype {name} cannot be stored; predstore stores "
