@@ -281,3 +281,23 @@ def test_one_row_chunks_read_in_any_order(tmp_path: Path, codec: str) -> None:
     assert all(
         np.array_equal(item["vol"], volumes[i]) for item, i in zip(items, asked, strict=True)
     )
+
+
+def test_reads_fall_back_to_ranged_reads_when_files_cannot_be_mapped(
+    store: predstore.Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mmap
+
+    class OutOfMappings(mmap.mmap):  # what mmap raises past vm.max_map_count
+        def __new__(cls, *args: object, **kwargs: object) -> OutOfMappings:
+            raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(mmap, "mmap", OutOfMappings)
+    fresh = predstore.open(store.path)
+    asked = [42, 0, 17, 42, 59]
+    assert np.array_equal(fresh.read("logits", asked), batch(asked)["logits"])
+    items = fresh.dataset(["logits"], as_torch=False).__getitems__(asked)
+    assert all(
+        np.array_equal(item["logits"], row)
+        for item, row in zip(items, batch(asked)["logits"], strict=True)
+    )

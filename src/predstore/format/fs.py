@@ -218,7 +218,10 @@ class LocalFileSystem(FileSystem):
 
     def map_file(self, path: str) -> memoryview | None:
         with self._open_file(path) as (fd, size):
-            return memoryview(mmap.mmap(fd, size, access=mmap.ACCESS_READ)) if size else None
+            try:
+                return memoryview(mmap.mmap(fd, size, access=mmap.ACCESS_READ)) if size else None
+            except OSError:  # out of mappings (vm.max_map_count) or address space: read instead
+                return None
 
     @contextlib.contextmanager
     def _open_file(self, path: str) -> Iterator[tuple[int, int]]:
