@@ -65,15 +65,14 @@ class PartEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=Fals
     readers and commits then know the part's keys without reading it."""
 
 
-def stepped_indices(part: PartEntry) -> np.ndarray[Any, Any]:
-    """The indices of a part whose entry gives them by ``index_step``, checked against the entry.
+def check_stepped(part: PartEntry) -> None:
+    """Refuse a part entry that gives its indices by ``index_step`` inconsistently.
 
     Such an entry must name one dataloader and an ``index_max`` that is the
     last of ``rows`` steps from ``index_min``; anything else is a damaged
     manifest (``CorruptStoreError``), never rows read under wrong keys.
     """
-    step = part.index_step or 1
-    last = part.index_min + max(part.rows - 1, 0) * step
+    last = part.index_min + max(part.rows - 1, 0) * (part.index_step or 1)
     wrong = []
     if len(part.dataloaders) != 1:
         wrong.append(f"{len(part.dataloaders)} dataloaders (expected 1)")
@@ -85,7 +84,12 @@ def stepped_indices(part: PartEntry) -> np.ndarray[Any, Any]:
             f"with {' and '.join(wrong)}; the store is damaged (predstore verify lists every "
             "problem)"
         )
-    return np.arange(part.rows, dtype=np.int64) * step + part.index_min
+
+
+def stepped_indices(part: PartEntry) -> np.ndarray[Any, Any]:
+    """The indices of a part whose entry gives them by ``index_step``, the entry checked first."""
+    check_stepped(part)
+    return np.arange(part.rows, dtype=np.int64) * (part.index_step or 1) + part.index_min
 
 
 class ArrayEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):

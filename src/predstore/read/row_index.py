@@ -24,7 +24,7 @@ from predstore.errors import InvalidBatchError, MissingRowsError
 from predstore.format.coverage import row_keys
 from predstore.format.dtypes import NDArray
 from predstore.format.fs import FileSystem
-from predstore.format.manifest import PartEntry, StoreManifest, stepped_indices
+from predstore.format.manifest import PartEntry, StoreManifest, check_stepped, stepped_indices
 from predstore.format.parquet import check_size, read_part
 from predstore.format.schema import DATALOADER, INDEX, NAME
 
@@ -342,7 +342,7 @@ class PartLocator:
     def _row(self, part: int, index: int, dataloader_idx: int) -> int | None:
         step = int(self._steps[part])
         if step:
-            stepped_indices(self._parts[part])  # checks the entry, a few microseconds
+            check_stepped(self._parts[part])
             offset = index - int(self._lows[part])
             return offset // step if offset % step == 0 else None
         if part not in self._keys:
