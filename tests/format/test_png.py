@@ -20,3 +20,11 @@ def test_pillow_reads_back_every_pixel(channels: int, mode: str) -> None:
     assert image.size == (5, 7)
     decoded = np.asarray(image).reshape(7, 5, channels)
     np.testing.assert_array_equal(decoded, pixels)
+
+
+@pytest.mark.parametrize("level", [0, 1, 9])
+def test_a_grey_image_without_a_channel_axis_reads_back_at_every_level(level: int) -> None:
+    pixels = np.arange(6 * 4, dtype=np.uint8).reshape(6, 4) * 10
+    image = Image.open(io.BytesIO(encode_png(pixels, level=level)))
+    assert image.mode == "L"
+    np.testing.assert_array_equal(np.asarray(image), pixels)

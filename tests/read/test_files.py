@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +60,18 @@ def test_png_pixels_equal_the_scaled_values(store: predstore.Store, tmp_path: Pa
     store.export_files("volume", tmp_path / "vol", writer="png", file_names="index")
     stacked = np.asarray(Image.open(tmp_path / "vol" / "2.png"))
     assert np.array_equal(stacked, store.read("volume", [2])[0, 0].reshape(12, 4))
+
+
+def test_png_export_needs_no_imaging_library(store: predstore.Store, tmp_path: Path) -> None:
+    # Pillow is a test dependency only: the export must work where it is not installed.
+    script = (
+        "import sys; sys.modules['PIL'] = None\n"
+        "import predstore\n"
+        f"predstore.open({str(store.path)!r}).export_files("
+        f"'mask', {str(tmp_path / 'out')!r}, writer='png', file_names='index')\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / "5.png")), masks(8)[5] * 255)
 
 
 def test_pt_files_load_to_the_exact_tensor(store: predstore.Store, tmp_path: Path) -> None:

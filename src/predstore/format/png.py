@@ -1,7 +1,7 @@
 """A minimal PNG encoder for 8-bit grey, RGB and RGBA images (no imaging library needed).
 
-The one PNG writer of the registry (``log_image``) and the viewer's pictures:
-it sits in ``format``, the layer both may import.
+The one PNG writer of the registry (``log_image``), the viewer's pictures and
+``export_files(writer="png")``: it sits in ``format``, the layer all of them may import.
 """
 
 from __future__ import annotations
@@ -20,15 +20,20 @@ def _chunk(tag: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", crc)
 
 
-def encode_png(pixels: np.ndarray) -> bytes:
-    """Encode a ``uint8`` array of shape (height, width, channels) as PNG bytes.
+def encode_png(pixels: np.ndarray, level: int = 6) -> bytes:
+    """Encode a ``uint8`` array of shape (height, width) or (height, width, channels) as PNG bytes.
 
-    Channels: 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA.
+    Args:
+        pixels: the image; no channel axis or 1 channel is grey, 2 grey+alpha, 3 RGB, 4 RGBA.
+        level: zlib's compression level (0-9); 1 suits bulk exports, where the encoding
+            time counts more than a few bytes.
     """
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
     height, width, channels = pixels.shape
     header = struct.pack(">IIBBBBB", width, height, 8, _COLOR_TYPES[channels], 0, 0, 0)
     rows = np.ascontiguousarray(pixels, dtype=np.uint8).reshape(height, width * channels)
     # Each scanline starts with its filter type; 0 (none) keeps the encoder trivial.
     scanlines = np.hstack([np.zeros((height, 1), dtype=np.uint8), rows])
-    body = zlib.compress(scanlines.tobytes(), 6)
+    body = zlib.compress(scanlines.tobytes(), level)
     return _SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", body) + _chunk(b"IEND", b"")

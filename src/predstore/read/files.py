@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import os
 import re
 import secrets
@@ -41,6 +40,7 @@ import polars as pl
 from predstore.errors import ConfigError, SchemaError, StoreExistsError
 from predstore.format import dtypes
 from predstore.format.dtypes import NDArray
+from predstore.format.png import encode_png
 from predstore.format.schema import DATALOADER, INDEX, KeySchema
 from predstore.read.filters import where_expr
 from predstore.read.images import check_image, to_image
@@ -153,16 +153,10 @@ def _npy(key: str) -> FileWriter:
 
 
 def _png(key: str) -> FileWriter:
-    from PIL import Image
-
     def write(path: str, value: Any) -> None:
-        # Encoded in memory, then one write: Pillow saving to a path opens the file for
-        # reading and writing and writes chunk by chunk while it holds the GIL, which
-        # costs more than the encoding of a small mask and serialises the writer threads.
-        encoded = io.BytesIO()
-        Image.fromarray(to_image(value, key=key)).save(encoded, format="PNG", compress_level=1)
+        encoded = encode_png(to_image(value, key=key), level=1)
         with open(path, "wb") as file:
-            file.write(encoded.getbuffer())
+            file.write(encoded)
 
     return write
 

@@ -95,7 +95,7 @@ def picture(value: NDArray, *, key: str, z: int | None = None) -> bytes:
         pixels = to_image(value, key=key)
     except SchemaError:
         pixels = to_image(_unit_range(value), key=key)
-    return encode_png(pixels if pixels.ndim == 3 else pixels[:, :, None])
+    return encode_png(pixels)
 
 
 def _channels_first(value: NDArray) -> NDArray:
