@@ -265,8 +265,12 @@ class RegistryError(PredstoreError):
     """
 
 
-class QueryError(RegistryError, ValueError):
-    """A registry query names an unknown field, operator or export format.
+class QueryError(PredstoreError, ValueError):
+    """A query does not parse or names what does not exist.
+
+    A store filter (``where=``: a SQL WHERE clause) that does not parse or names an
+    unknown column; a registry query that names an unknown field, operator or export
+    format. Not a :class:`RegistryError`: a store filter has nothing to do with a registry.
 
     Example::
 

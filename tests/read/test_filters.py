@@ -5,7 +5,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from predstore.errors import QueryError
+from predstore.errors import QueryError, RegistryError
 from predstore.read.filters import where_expr
 
 FRAME = pl.DataFrame(
@@ -31,8 +31,12 @@ def test_a_dotted_key_is_quoted() -> None:
 
 
 def test_unknown_columns_are_named() -> None:
-    with pytest.raises(QueryError, match=r"unknown column\(s\) \['label'\]; the columns are"):
+    with pytest.raises(
+        QueryError, match=r"unknown column\(s\) \['label'\]; the columns are"
+    ) as raised:
         where_expr("label = 1 AND prob > 0", FRAME.columns)
+    # A store's filter error is caught as a query error, never as a registry's.
+    assert not isinstance(raised.value, RegistryError)
 
 
 def test_what_does_not_parse_is_one_line() -> None:
