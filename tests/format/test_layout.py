@@ -1,9 +1,12 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
+import numpy as np
 import pytest
 
+import predstore
 from predstore.errors import CorruptStoreError
 from predstore.format import layout
 
@@ -21,6 +24,23 @@ def test_keys_never_become_paths(key: str) -> None:
     name = path.rsplit("/", 1)[1]
     assert "/" not in name and name not in (".", "..")
     assert layout.check_relpath(path) == path
+
+
+def test_keys_differing_only_in_case_get_folders_that_differ_without_case() -> None:
+    keys = ["logits", "Logits", "LOGITS", "logitS", "%4Cogits", "é", "É"]
+    names = [layout.key_file_name(k) for k in keys]
+    assert len({n.casefold() for n in names}) == len(keys)
+    assert layout.key_file_name("logits") == "logits"  # lower-case keys keep their own name
+
+
+def test_a_write_of_keys_differing_in_case_keeps_folders_apart(tmp_path: Path) -> None:
+    # Read back too: on a case-insensitive disk one folder would hold both keys' chunks.
+    with predstore.StoreWriter(tmp_path / "s") as writer:
+        writer.write({"Emb": np.ones((2, 64), "f4"), "emb": np.zeros((2, 64), "f4")}, [0, 1])
+    folders = [p.name for p in (tmp_path / "s").glob("writes/*/arrays/r00000/*")]
+    assert len({f.casefold() for f in folders}) == 2
+    store = predstore.open(tmp_path / "s")
+    assert store.read("Emb").sum() == 128 and store.read("emb").sum() == 0
 
 
 def test_new_write_ids_are_unique_and_sortable() -> None:

@@ -152,6 +152,15 @@ def test_colliding_names_are_refused_naming_both_rows(tmp_path: Path) -> None:
     assert files_in(tmp_path / "out") == ["0.npy", "1.npy", "2.npy"]
 
 
+def test_names_differing_only_in_case_are_refused_as_one_file(tmp_path: Path) -> None:
+    with predstore.StoreWriter(tmp_path / "s") as writer:
+        writer.write({"mask": masks(2)}, [0, 1], names=["Case-7", "case-7"])
+    store = predstore.open(tmp_path / "s")
+    with pytest.raises(ConfigError, match=r"'Case-7.npy' \(file names that differ only in case"):
+        store.export_files("mask", tmp_path / "out", writer="npy")
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize(
     ("key", "writer", "error", "message"),
     [

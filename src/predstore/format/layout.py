@@ -64,14 +64,18 @@ def key_file_name(key: str) -> str:
     """A safe file name for a key: any key works, and no key is ever read as a path.
 
     Anything that is not a plain file-name character (and the names ``.``
-    and ``..``) is percent-encoded; a name longer than :data:`MAX_NAME` keeps
-    its start and ends in ``~`` and a hash of the whole key. The manifest
-    records each array's path, so readers never compute it.
+    and ``..``) is percent-encoded. A key with capitals ends in ``~`` and a
+    hash of the whole key, so that keys differing only in case (``Logits`` and
+    ``logits``) never share a folder on a case-insensitive file system (macOS,
+    Windows); a name longer than :data:`MAX_NAME` keeps its start and ends the
+    same way. The manifest records each array's path, so readers never compute it.
     """
     name = quote(key, safe="", errors="surrogatepass")
     if name in (".", ".."):
         name = name.replace(".", "%2E")
-    if len(name) > MAX_NAME:
+    # Percent escapes are always upper case (and '%' itself is escaped), so only the
+    # key's own capitals can make two names equal when case is ignored.
+    if len(name) > MAX_NAME or any("A" <= c <= "Z" for c in key):
         digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:16]
         name = f"{name[: MAX_NAME - len(digest) - 1]}~{digest}"
     return name

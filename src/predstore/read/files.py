@@ -229,12 +229,14 @@ def _file_names(
         file = stem + suffix
         if os.sep in file or file.startswith("."):  # never: safe names have neither
             raise ConfigError(f"file name {file!r} would leave the output folder")
-        other = first.setdefault(file, at)
+        # Compared without case: macOS and Windows disks would write both rows to one file.
+        other = first.setdefault(file.casefold(), at)
         if other != at:
             raise ConfigError(
                 f"rows {_describe(indices[other], row_names[other])} and "
                 f"{_describe(index, name)} of dataloader {dataloader_idx} would both be written "
-                f"to {file!r}; export with file_names='index' (--file-names index), "
+                f"to {files[other]!r} (file names that differ only in case are one file on "
+                "macOS and Windows); export with file_names='index' (--file-names index), "
                 "or select one of them"
             )
         files.append(file)
