@@ -66,6 +66,11 @@ class ArrayReader:
         self._cached = 0
         self._maps: dict[int, memoryview | None] = {}
         self._mapped: dict[int, NDArray] = {}  # chunks that are views of a mapped shard
+        # Per chunk used in place: its shard file's window (index into _windows, -1: not one
+        # such chunk) and its byte offset in that file.
+        self._place: NDArray | None = None
+        self._windows: list[NDArray] = []
+        self._window_of: dict[int, int] = {}  # id of a mapped file -> its window
 
     def __getstate__(self) -> dict[str, Any]:
         # Pickle the description only: a worker process opens its own files.
@@ -144,17 +149,45 @@ class ArrayReader:
                 [j for i, p in enumerate(positions.tolist()) for j in self._row_job(p, out, i)]
             )
             return out
-        chunk_of = positions // length
-        needed, where = np.unique(chunk_of, return_inverse=True)
-        chunks = self._chunks(needed)
-        if _gather_in_place(chunks, where, positions - needed[where] * length, out):
+        todo = self._gather_mapped(positions, np.arange(len(positions)), out)
+        if not todo.size:
             return out
-        order = np.argsort(where, kind="stable")
-        bounds = np.flatnonzero(np.diff(where[order])) + 1
-        for group in np.split(order, bounds):
-            k = where[group[0]]
-            out[group] = chunks[k][positions[group] - needed[k] * length]
+        chunk_of = positions[todo] // length
+        needed, where = np.unique(chunk_of, return_inverse=True)
+        chunks = self._chunks(needed)  # checks and maps those stored uncompressed
+        rest = np.searchsorted(todo, self._gather_mapped(positions, todo, out))
+        for k in np.unique(where[rest]).tolist():
+            group = rest[where[rest] == k]
+            out[todo[group]] = chunks[k][positions[todo[group]] - needed[k] * length]
         return out
+
+    def _gather_mapped(self, positions: NDArray, at: NDArray, out: NDArray) -> NDArray:
+        """Rows ``positions[at]`` that lie in chunks used in place into ``out[at]``; the
+        ``at`` left to do.
+
+        A chunk's rows are contiguous in its file, so a row is a run of bytes at a known
+        offset: indexing a window view of the file (every byte offset a row) gathers them
+        all at once, one fancy index per shard file.
+        """
+        if self._place is None or not at.size:
+            return at
+        length = self.layout.chunk_len
+        wanted = positions[at]
+        chunk_of = wanted // length
+        slot = self._place[chunk_of, 0]
+        known = slot >= 0
+        left = at[~known]
+        if left.size:
+            at, wanted, chunk_of, slot = at[known], wanted[known], chunk_of[known], slot[known]
+        target = out.reshape(len(out), -1).view(np.uint8)
+        start = self._place[chunk_of, 1] + (wanted - chunk_of * length) * target.shape[1]
+        if len(self._windows) == 1 and len(at) == len(out):  # the whole batch, straight in
+            np.take(self._windows[0], start, axis=0, out=target, mode="clip")
+        else:
+            for s, window in enumerate(self._windows):
+                chosen = slot == s
+                target[at[chosen]] = window[start[chosen]]
+        return left
 
     def _row_job(self, position: int, out: NDArray, at: int) -> list[Job]:
         cached = self._cache.get(position)
@@ -291,8 +324,10 @@ class ArrayReader:
         return index
 
     def _remember(self, chunk_id: int, chunk: NDArray) -> None:
-        if _in_mapping(chunk):
+        mapping = _mapping_of(chunk)
+        if mapping is not None:
             self._mapped[chunk_id] = chunk  # the page cache holds it: it costs no memory here
+            self._note_place(chunk_id, chunk, mapping)
             return
         if chunk.nbytes > self.cache_bytes:
             return
@@ -301,6 +336,24 @@ class ArrayReader:
         while self._cached > self.cache_bytes:
             _, old = self._cache.popitem(last=False)
             self._cached -= old.nbytes
+
+    def _note_place(self, chunk_id: int, chunk: NDArray, mapping: mmap.mmap) -> None:
+        """Where the rows of a chunk used in place lie, for :meth:`_gather_mapped`."""
+        window = self._window_of.get(id(mapping))
+        if window is None:
+            data = np.frombuffer(mapping, np.uint8)
+            row_bytes = chunk.nbytes // max(len(chunk), 1)
+            self._windows.append(
+                np.lib.stride_tricks.as_strided(
+                    data, (data.size - row_bytes + 1, row_bytes), (1, 1), writeable=False
+                )
+            )
+            window = self._window_of[id(mapping)] = len(self._windows) - 1
+        if self._place is None:
+            chunks = -(-self.entry.length // self.layout.chunk_len)
+            self._place = np.full((chunks, 2), -1, np.int64)
+        base = self._windows[window].ctypes.data
+        self._place[chunk_id] = (window, chunk.ctypes.data - base)
 
     def _check_bounds(self, lo: int, hi: int) -> None:
         if lo < 0 or hi > self.entry.length:
@@ -316,36 +369,6 @@ def _mapping_of(array: NDArray) -> mmap.mmap | None:
     while isinstance(base, np.ndarray):
         base = base.base
     return base.obj if isinstance(base, memoryview) and isinstance(base.obj, mmap.mmap) else None
-
-
-def _in_mapping(array: NDArray) -> bool:
-    return _mapping_of(array) is not None
-
-
-def _gather_in_place(chunks: list[NDArray], where: NDArray, rows: NDArray, out: NDArray) -> bool:
-    """Row ``rows[i]`` of chunk ``chunks[where[i]]`` into ``out[i]``, when every chunk is a view
-    of a mapped shard: one fancy index per shard file instead of one per chunk.
-
-    A chunk's rows are contiguous in its file, so a row is a run of bytes at a known offset:
-    indexing a window view of the file (every byte offset a row) gathers them all at once.
-    """
-    maps = [_mapping_of(c) for c in chunks]
-    if not chunks or any(m is None for m in maps):
-        return False
-    target = out.reshape(len(out), -1).view(np.uint8)
-    row_bytes = target.shape[1]
-    address = np.array([c.ctypes.data for c in chunks], np.int64)
-    slot = np.array([id(m) for m in maps], np.int64)
-    for key in np.unique(slot).tolist():
-        mapped = maps[int(np.flatnonzero(slot == key)[0])]
-        data = np.frombuffer(mapped, np.uint8)  # type: ignore[arg-type]
-        window = np.lib.stride_tricks.as_strided(
-            data, (data.size - row_bytes + 1, row_bytes), (1, 1), writeable=False
-        )
-        chosen = slot[where] == key
-        start = address[where[chosen]] - data.ctypes.data + rows[chosen] * row_bytes
-        target[chosen] = window[start]
-    return True
 
 
 Job = Callable[[], None]
