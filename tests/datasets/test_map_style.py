@@ -13,7 +13,7 @@ import numcodecs
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Subset, default_collate
 
 import predstore
 from dataset_support import (
@@ -155,6 +155,23 @@ def test_uncompressed_keys_are_read_in_place(
     assert 0 < len(decoded) <= len(readers)
 
 
+def test_rows_read_in_place_from_one_shard_file_and_a_decoded_last_chunk(tmp_path: Path) -> None:
+    # One shard file: a batch of rows all read in place is one gather straight into the
+    # batch; rows of the last chunk (padded, so compressed and decoded) join them.
+    logits = np.random.default_rng(0).standard_normal((1000, 64)).astype(np.float32)
+    with predstore.StoreWriter(tmp_path / "s", chunk_bytes=64 * 256) as writer:
+        writer.write({"logits": logits}, np.arange(1000))
+    dataset = predstore.PredictionDataset(tmp_path / "s", ["logits"])
+    readers = dataset._state.reader._zarr["logits"].readers  # type: ignore[union-attr]
+    assert len(readers) == 1 and isinstance(readers[0], ArrayReader) and readers[0].reads_in_place
+    assert readers[0].layout.chunk_len == 64 and len(readers[0].entry.files) == 1
+    rng = np.random.default_rng(1)
+    batches = [rng.permutation(960)[:50], rng.permutation(1000)[:300], np.arange(990, 1000)]
+    for batch in [*batches, *batches]:  # the second time, every chunk is known
+        got = default_collate(dataset.__getitems__(batch.tolist()))
+        assert torch.equal(got["logits"], torch.from_numpy(logits[batch]))
+
+
 def test_a_damaged_uncompressed_chunk_read_in_place_is_refused(
     store_path: Path, tmp_path: Path
 ) -> None:
@@ -222,6 +239,93 @@ def test_collate_without_workers_and_after_a_transform(store: predstore.Store) -
     batch = next(iter(loader))
     assert batch["tagged"].tolist() == [True] * 10
     assert same(batch["logits"], torch.stack([expected_tensor("logits", i) / 2 for i in range(10)]))
+
+
+def collated(collate: Any, batch: Any) -> Any:
+    """What ``collate`` makes of ``batch``, or the type of the error it raises."""
+    try:
+        return collate(batch)
+    except Exception as error:  # the error is what is compared
+        return type(error)
+
+
+def alike(a: Any, b: Any) -> bool:
+    """Equal batches: the same types, keys, dtypes, shapes and values."""
+    if isinstance(a, dict):
+        return type(b) is dict and list(a) == list(b) and all(alike(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return type(b) is list and len(a) == len(b) and all(map(alike, a, b))
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and same(a, b) and a.is_contiguous() == b.is_contiguous()
+    return type(a) is type(b) and bool(a == b)
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [FIXED, ALL, ["label", "maybe"], ["mask", "label"]],
+    ids=["fixed", "all", "nulls", "ragged"],
+)
+def test_default_collate_of_a_batch_is_what_it_makes_of_its_rows(
+    store: predstore.Store, keys: list[str]
+) -> None:
+    # A batch read at once is taken whole; the result must be what default_collate makes of
+    # the same rows as plain dicts, one by one (errors included: ragged rows, a null first).
+    dataset = store.dataset(keys)
+    rng = np.random.default_rng(0)
+    batches = [[0, 3, 6], [5, 1], [1, 4, 7], [2], *np.array_split(rng.permutation(N), 6)]
+    for batch in batches:
+        rows = [dataset[int(i)] for i in batch]
+        assert all(type(r) is dict for r in rows)
+        expected = collated(default_collate, rows)
+        assert alike(collated(default_collate, dataset.__getitems__(list(batch))), expected)
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_default_collate_in_workers_sends_one_buffer(store_path: Path, context: str) -> None:
+    dataset = predstore.PredictionDataset(store_path, FIXED)
+    loader = DataLoader(
+        dataset, batch_size=16, shuffle=True, num_workers=2, multiprocessing_context=context
+    )
+    seen = []
+    for batch in loader:
+        seen += check_batch(batch, FIXED)
+        assert alike(batch, default_collate([dataset[i] for i in batch["index"].tolist()]))
+        storages = {batch[k].untyped_storage().data_ptr() for k in [*FIXED, "index"]}
+        assert len(storages) == 1
+    assert sorted(seen) == list(range(N))
+
+
+@pytest.mark.parametrize("collate", [default_collate, predstore.PredictionDataset.collate])
+def test_rows_changed_before_collating_are_collated_as_changed(
+    store: predstore.Store, collate: Any
+) -> None:
+    dataset = store.dataset(["logits", "pred"])
+    items = dataset.__getitems__([0, 1, 2])
+    items[1]["pred"] = torch.tensor(-1)
+    items[2]["logits"] += 1  # in place: the row is a view of the batch's values
+    batch = collate(items)
+    assert batch["pred"].tolist() == [0, -1, 2]
+    assert same(batch["logits"][2], expected_tensor("logits", 2) + 1)
+    items = dataset.__getitems__([3, 4])
+    for row in items:
+        row["extra"] = 7
+    batch = collate(items)
+    assert list(batch) == ["logits", "pred", "index", "name", "extra"]
+    assert batch["extra"].tolist() == [7, 7] and batch["index"].tolist() == [3, 4]
+
+
+def test_a_batch_of_items_is_a_sequence_of_dicts(store: predstore.Store) -> None:
+    dataset = store.dataset(["logits", "label"])
+    items = dataset.__getitems__([4, 2, 9])
+    assert len(items) == 3 and [r["index"] for r in items] == [4, 2, 9]
+    assert items[-1] is items[2] and items[0:2] == [items[0], items[1]]
+    for item in items:
+        check_item(item, ["logits", "label"])
+    with pytest.raises(IndexError):
+        items[3]
+    copy = pickle.loads(pickle.dumps(items))  # a list of the items, without the batch's values
+    assert type(copy) is list and [r["index"] for r in copy] == [4, 2, 9]
+    check_item(copy[1], ["logits", "label"])
 
 
 def test_dataset_pickles_small_and_opens_lazily(store: predstore.Store) -> None:

@@ -1,22 +1,26 @@
 """From the values of a batch of rows to what a DataLoader hands on: items, and whole batches.
 
 A row reader gives each key's values for a batch at once. The map-style
-dataset turns them into one dict per row (what ``dataset[i]`` and
-``default_collate`` expect) and keeps the batch's values alongside, so that
-:func:`collate` can hand them on whole, without making and stacking a
-tensor per row. In a DataLoader worker, a whole batch is written into one
-shared-memory buffer: the main process then receives every tensor of the
-batch in one transfer instead of one per key.
-"""
+dataset keeps them whole in :class:`Items` and makes one dict per row
+(what ``dataset[i]`` and ``default_collate`` expect) only when asked:
+:func:`collate`, and ``default_collate`` through the :class:`Row` type
+registered in torch's ``default_collate_fn_map``, take the values whole,
+without making and stacking a tensor per row. In a DataLoader worker, a
+whole batch is written into one shared-memory buffer: the main process
+then receives every tensor of the batch in one transfer instead of one
+per key."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import operator
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import default_collate, get_worker_info
+from torch.utils.data._utils.collate import collate as torch_collate
+from torch.utils.data._utils.collate import default_collate_fn_map
 
 from predstore.datasets.rowreader import RowReader
 from predstore.format.dtypes import NDArray
@@ -26,23 +30,135 @@ from predstore.read.values import to_torch
 _ALIGN = 64
 
 
-class Items(list[Any]):
-    """The items of one batch (a plain list of them), with the batch's values kept whole.
+class Row(dict[str, Any]):
+    """One item of a batch the map-style dataset read: a plain dict of its values.
 
-    ``values`` is ``None`` when the items were transformed: only the items
-    then say what the batch holds.
+    Its own type only so that ``default_collate`` (through torch's
+    ``default_collate_fn_map``, where this module registers it) hands the
+    batch to :func:`_collate_rows`, which takes it whole instead of stacking
+    a tensor per row.
+    """
+
+    __slots__ = ()
+
+
+class Items(Sequence[Any]):
+    """The items of one batch, with the batch's values kept whole.
+
+    Built from ``values`` alone, the items are rows made only when asked
+    for (``default_collate`` looks at the first; the collates here take the
+    values whole unless a row was changed). Otherwise ``items`` are given
+    (transformed or paired with a source's items), and ``values`` is
+    ``None`` when the items were transformed: only the items then say what
+    the batch holds.
     """
 
     def __init__(
         self,
-        items: Sequence[Any],
         values: dict[str, Any] | None,
+        items: Sequence[Any] | None = None,
         sources: list[Any] | None = None,
         *,
         as_torch: bool = True,
     ) -> None:
-        super().__init__(items)
+        if items is None and values is None:
+            raise ValueError("items are made from values: one of the two must be given")
         self.values, self.sources, self.as_torch = values, sources, as_torch
+        self._items = items
+        self._made: dict[int, tuple[Row, tuple[Any, ...]]] = {}  # row, and its values as made
+        self._tensors: dict[str, Any] = {}
+
+    def __len__(self) -> int:
+        if self._items is not None:
+            return len(self._items)
+        assert self.values is not None
+        return len(self.values[INDEX])
+
+    def __getitem__(self, at: Any) -> Any:
+        if self._items is not None:
+            return self._items[at]
+        if isinstance(at, slice):
+            return self._rows()[at]
+        n = len(self)
+        at = operator.index(at)
+        if not -n <= at < n:
+            raise IndexError(f"item {at} of a batch of {n}")
+        at %= n
+        if at not in self._made:
+            self._keep(at, self._row(at))
+        return self._made[at][0]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._items if self._items is not None else self._rows())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    def __reduce__(self) -> Any:  # a list of the items, not the values whole besides
+        return list, (list(self),)
+
+    def unchanged(self) -> bool:
+        """Whether the rows made so far still hold what they were made with."""
+        if self.values is None:
+            return False
+        keys = tuple(self.values)
+        return all(
+            tuple(row) == keys and all(a is b for a, b in zip(row.values(), made, strict=True))
+            for row, made in self._made.values()
+        )
+
+    def _keep(self, at: int, row: Row) -> None:
+        self._made[at] = (row, tuple(row.values()))
+
+    def _row(self, at: int) -> Row:
+        assert self.values is not None
+        row = Row()
+        for key, value in self.values.items():
+            if key == INDEX:
+                row[key] = int(value[at])
+            elif self.as_torch and _plain(value):
+                row[key] = self._tensor(key)[at]
+            else:
+                row[key] = per_row(value[at : at + 1], key, 1, as_torch=self.as_torch)[0]
+        return row
+
+    def _rows(self) -> list[Row]:
+        """Every row (those made before stay the same objects)."""
+        assert self.values is not None
+        if len(self._made) < len(self):
+            n, keys = len(self), list(self.values)
+            columns = [
+                self.values[k].tolist()
+                if k == INDEX
+                else list(self._tensor(k).unbind(0))
+                if self.as_torch and _plain(self.values[k])
+                else per_row(self.values[k], k, n, as_torch=self.as_torch)
+                for k in keys
+            ]
+            for at, row in enumerate(zip(*columns, strict=True)):
+                if at not in self._made:
+                    self._keep(at, Row(zip(keys, row, strict=True)))
+        return [self._made[at][0] for at in range(len(self))]
+
+    def _tensor(self, key: str) -> Any:
+        """The key's values as one tensor that its rows are views of, sharing the memory of
+        ``values[key]`` (so that a row changed in place is seen by the collates)."""
+        assert self.values is not None
+        if key not in self._tensors:
+            value = np.ma.getdata(self.values[key])
+            if not (value.flags.writeable and value.flags.c_contiguous):
+                value = np.ascontiguousarray(value).copy()
+            self.values[key] = value
+            self._tensors[key] = to_torch(value, key=key)
+        return self._tensors[key]
+
+
+def _plain(value: Any) -> bool:
+    """Whether a key's values for a batch are one array of numbers (no strings, ragged
+    rows or nulls)."""
+    if isinstance(value, list) or value.dtype == object:
+        return False
+    return not (isinstance(value, np.ma.MaskedArray) and np.ma.getmaskarray(value).any())
 
 
 def read_rows(reader: RowReader, local: NDArray) -> dict[str, Any]:
@@ -111,7 +227,8 @@ def collate(batch: Sequence[Any]) -> Any:
     Given what :class:`~predstore.PredictionDataset` read for a batch, it
     takes the batch's values whole instead of stacking one tensor per row.
     """
-    if isinstance(batch, Items) and batch.values is not None:
+    if isinstance(batch, Items) and batch.unchanged():
+        assert batch.values is not None
         whole = whole_batch(batch.values, as_torch=batch.as_torch)
         return whole if batch.sources is None else [collate(batch.sources), whole]
     first = batch[0]
@@ -126,6 +243,33 @@ def collate(batch: Sequence[Any]) -> Any:
     if any(b is None for b in batch):
         return list(batch)
     return default_collate(list(batch))
+
+
+def _collate_rows(batch: Sequence[Any], *, collate_fn_map: dict[Any, Any] | None = None) -> Any:
+    """What ``default_collate`` makes of rows: a batch read whole is taken whole when that is
+    what stacking its rows would give, any other batch of rows key by key, as for a dict."""
+    if isinstance(batch, Items) and batch.as_torch and batch.unchanged():
+        assert batch.values is not None
+        if all(_stacks_whole(v) for v in batch.values.values()):
+            return whole_batch(batch.values, as_torch=True)
+    return {
+        key: torch_collate(
+            [row[key] for row in batch], collate_fn_map=collate_fn_map or default_collate_fn_map
+        )
+        for key in batch[0]
+    }
+
+
+def _stacks_whole(value: Any) -> bool:
+    """Whether ``default_collate`` of a key's rows is what :func:`whole_batch` makes of its
+    values: an array of numbers is stacked; strings come as a list (unless the first is
+    None, which it refuses); ragged rows are stacked only where their shapes agree."""
+    if isinstance(value, np.ndarray) and value.dtype == object:
+        return len(value) > 0 and value[0] is not None
+    return _plain(value)
+
+
+default_collate_fn_map[Row] = _collate_rows
 
 
 def _own(value: NDArray) -> NDArray:

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import numpy as np
 from torch.utils.data import Dataset
 
-from predstore.datasets.batching import Items, collate, items_of, read_rows
+from predstore.datasets.batching import Items, Row, collate, items_of, read_rows
 from predstore.datasets.rowreader import RowReader
 from predstore.errors import ConfigError, MissingRowsError, OutOfRangeError, UnknownKeyError
 from predstore.format import provenance
@@ -157,23 +157,26 @@ class PredictionDataset(Dataset[Any]):
         return self._length
 
     def __getitem__(self, item: int) -> Any:
-        return self.__getitems__([item])[0]
+        found = self.__getitems__([item])[0]
+        return dict(found) if type(found) is Row else found  # a plain dict, as it always was
 
-    def __getitems__(self, items: Sequence[int]) -> list[Any]:
+    def __getitems__(self, items: Sequence[int]) -> Items:
         """The items at ``items``, read together (DataLoader calls this once per batch)."""
         numbers = self._check(items)
         state = self._process_state()
         values = read_rows(state.reader, state.items[numbers])
+        if self.source is None and self.transform is None:
+            return Items(values, as_torch=self.as_torch)  # rows made only if asked for
         preds: list[Any] = items_of(values, as_torch=self.as_torch)
         whole: dict[str, Any] | None = values  # what collate() may take at once
         if self.transform is not None:
             preds, whole = [self.transform(p) for p in preds], None
         if self.source is None:
-            return Items(preds, whole, as_torch=self.as_torch)
+            return Items(whole, preds, as_torch=self.as_torch)
         at = numbers if state.source_positions is None else state.source_positions[numbers]
         sources = source_items(self.source, at.tolist())
         pairs = list(zip(sources, preds, strict=True))
-        return Items(pairs, whole, sources, as_torch=self.as_torch)
+        return Items(whole, pairs, sources, as_torch=self.as_torch)
 
     @staticmethod
     def collate(batch: Sequence[Any]) -> Any:
