@@ -181,12 +181,10 @@ class ArrayReader:
             at, wanted, chunk_of, slot = at[known], wanted[known], chunk_of[known], slot[known]
         target = out.reshape(len(out), -1).view(np.uint8)
         start = self._place[chunk_of, 1] + (wanted - chunk_of * length) * target.shape[1]
-        if len(self._windows) == 1 and len(at) == len(out):  # the whole batch, straight in
-            np.take(self._windows[0], start, axis=0, out=target, mode="clip")
-        else:
-            for s, window in enumerate(self._windows):
-                chosen = slot == s
-                target[at[chosen]] = window[start[chosen]]
+        # Not np.take(window, ...): it copies a strided input whole first (a shard times a row).
+        for s, window in enumerate(self._windows):
+            chosen = slot == s
+            target[at[chosen]] = window[start[chosen]]
         return left
 
     def _row_job(self, position: int, out: NDArray, at: int) -> list[Job]:
