@@ -33,7 +33,7 @@ from predstore.format import dtypes
 from predstore.format.dtypes import NDArray
 from predstore.format.parquet import read_part
 from predstore.format.schema import NAME, KeySchema, offset_column, part_schema, shape_column
-from predstore.read.arrays import ArrayReader, Job, decode_into, decode_jobs
+from predstore.read.arrays import ArrayReader, Job, MappedRows, decode_into, decode_jobs
 from predstore.read.values import from_arrow
 
 if TYPE_CHECKING:
@@ -163,16 +163,20 @@ class RowReader:
     def load(self, *, zarr: bool = False) -> None:
         """Read the Parquet keys and the names now, and set up the Zarr keys' caches (shared
         with the processes forked from here on); with ``zarr``, decode what fits them too."""
+        keys = self.store.schema.keys
+        parquet = [k for k in self.keys if keys[k].storage == "parquet" and k not in self._parquet]
+        names = [NAME] if self.has_names and self._names is None else []
+        if parquet or names:  # one read of each part for all of them
+            columns = self._local_columns([*parquet, *names])
+            for key in parquet:
+                self._parquet_column(key, keys[key], columns[key])
+            if names:
+                self._names = columns[NAME]
         for key in self.keys:
-            spec = self.store.schema.keys[key]
-            if spec.storage == "parquet":
-                self._parquet_column(key, spec)
-                continue
-            for reader in self._zarr_key(key, spec).readers:
-                if zarr and isinstance(reader, DenseArray):
-                    reader.fill()
-        if self.has_names:
-            self._name_column()
+            if keys[key].storage == "zarr":
+                for reader in self._zarr_key(key, keys[key]).readers:
+                    if zarr and isinstance(reader, DenseArray):
+                        reader.fill()
 
     def in_this_process(self) -> RowReader:
         """This reader, or for a process forked since: a copy sharing what is loaded."""
@@ -244,8 +248,36 @@ class RowReader:
         out[...] = self._fixed(zarr, spec, local)
         return []
 
+    def row_addresses(self, key: str, local: NDArray) -> MappedRows | None:
+        """For a :meth:`plain` Zarr key read in place: where rows ``local`` lie in memory
+        (see :func:`~predstore.read.arrays.gather_mapped`); else ``None``."""
+        spec = self.store.schema.keys[key]
+        if spec.storage != "zarr" or spec.ragged:
+            return None
+        zarr = self._zarr_key(key, spec)
+        if not all(isinstance(r, ArrayReader) and r.reads_in_place for r in zarr.readers):
+            return None
+        which, start = zarr.array[local], zarr.start[local]
+        address, windows = np.empty(len(local), np.int64), []
+        for k in np.unique(which).tolist():
+            reader = zarr.readers[k]
+            assert isinstance(reader, ArrayReader)
+            chosen = which == k
+            located = reader.row_addresses(start[chosen])
+            if located is None:
+                return None
+            address[chosen] = located[0]
+            windows += located[1]
+        return address, windows
+
     def names(self, local: NDArray) -> list[str | None]:
         names: list[str | None] = self._name_column().take(pa.array(local)).to_pylist()
+        return names
+
+    def name_array(self, local: NDArray) -> NDArray:
+        """The names of rows ``local`` as an object array (``None`` for a row without one):
+        made in one call, several times faster than a list of them."""
+        names: NDArray = self._name_column().take(pa.array(local)).to_numpy(zero_copy_only=False)
         return names
 
     def _fixed(self, zarr: _ZarrKey, spec: KeySchema, local: NDArray) -> NDArray:
@@ -278,25 +310,28 @@ class RowReader:
 
     def _local_column(self, column: str) -> pa.Array:
         """One Parquet column for the local rows, in local order."""
+        return self._local_columns([column])[column]
+
+    def _local_columns(self, columns: list[str]) -> dict[str, pa.Array]:
+        """Parquet columns for the local rows, in local order, read together part by part."""
         parts = self.store.manifest.parts
         used = np.unique(self.part).tolist()
         expected = part_schema(self.store.schema)
-        tables = [read_part(self.store.fs, parts[p], [column], expected).column(0) for p in used]
+        tables = [read_part(self.store.fs, parts[p], columns, expected) for p in used]
         if not tables:
-            return pa.array([], expected.field(column).type)
-        joined = pa.chunked_array([c for t in tables for c in t.chunks], tables[0].type)
-        joined = joined.combine_chunks()
+            return {c: pa.array([], expected.field(c).type) for c in columns}
+        joined = pa.concat_tables(tables)
         first = np.zeros(len(parts), np.int64)
         first[used] = np.cumsum([0] + [parts[p].rows for p in used[:-1]])
         where = first[self.part] + self.row
-        if len(where) == len(joined) and np.array_equal(where, np.arange(len(where))):
-            return joined  # one write in index order: no reordering needed
-        return joined.take(pa.array(where))
+        if not (len(where) == len(joined) and np.array_equal(where, np.arange(len(where)))):
+            joined = joined.take(pa.array(where))  # else one write in index order: kept as is
+        return {c: _one_chunk(joined.column(c)) for c in columns}
 
-    def _parquet_column(self, key: str, spec: KeySchema) -> Any:
+    def _parquet_column(self, key: str, spec: KeySchema, arrow: pa.Array | None = None) -> Any:
         column = self._parquet.get(key)
         if column is None:
-            arrow = self._local_column(key)
+            arrow = self._local_column(key) if arrow is None else arrow
             column = arrow if spec.dtype == dtypes.STRING else from_arrow(spec, arrow)
             self._parquet[key] = column
         return column
@@ -350,3 +385,8 @@ class RowReader:
         start = self._local_column(offset_column(key)).to_numpy()
         flat = self._local_column(shape_column(key)).flatten().to_numpy()
         return start, flat.reshape(len(self), len(spec.shape))
+
+
+def _one_chunk(column: pa.ChunkedArray) -> pa.Array:
+    # combine_chunks copies even a single chunk
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
