@@ -64,9 +64,7 @@ class ShardLayout:
     def stores_raw(self) -> bool:
         """Whether full chunks hold their values as they are (no codec, or Blosc at level 0):
         :meth:`decode` then returns a view of the bytes it is given, without copying."""
-        return self.codec is None or (
-            isinstance(self.codec, numcodecs.Blosc) and self.codec.clevel == 0
-        )
+        return self.codec is None or _stores_raw(self.codec)
 
     @property
     def chunk_bytes(self) -> int:
@@ -75,19 +73,33 @@ class ShardLayout:
 
     # -- writing ---------------------------------------------------------------
 
-    def encode(self, rows: NDArray) -> Any:
-        """One inner chunk, encoded: ``rows`` (at most ``chunk_len``) padded with zeros to full size."""
+    def encode(self, rows: NDArray) -> tuple[Any, ...]:
+        """One inner chunk, encoded: ``rows`` (at most ``chunk_len``) padded with zeros to full size.
+
+        The chunk's bytes are the pieces returned, in order: the encoded values, then their
+        crc32c (when the layout has one), kept apart so that a chunk is never copied only to
+        add a few bytes to it. A stored chunk's values are a view of ``rows``: they must
+        not change until the pieces are written.
+        """
         codec = self.codec
         if len(rows) < self.chunk_len:  # an edge chunk is stored at full size, filled with zeros
             padded = np.zeros((self.chunk_len, *rows.shape[1:]), rows.dtype)
             padded[: len(rows)] = rows
             rows, codec = padded, _padding_codec(codec)
         raw = np.ascontiguousarray(rows)
-        encoded = raw.reshape(-1).view(np.uint8) if codec is None else codec.encode(raw)
+        values = raw.reshape(-1).view(np.uint8)
+        if codec is None:
+            pieces: tuple[Any, ...] = (values,)
+        elif _stores_raw(codec):  # Blosc's frame is a header and the values: not copied here
+            pieces = (_stored_header(codec, raw), values)
+        else:
+            pieces = (codec.encode(raw),)
         if not self.checksum:
-            return encoded
-        crc = np.array([crc32c(encoded)], "<u4").view(np.uint8)
-        return np.concatenate([np.frombuffer(encoded, np.uint8), crc])
+            return pieces
+        crc = 0
+        for piece in pieces:
+            crc = crc32c(piece, crc)
+        return (*pieces, crc.to_bytes(4, "little"))
 
     def write(self, fs: FileSystem, path: str, data: NDArray, pool: Executor) -> None:
         """Write ``data`` (at most one shard of rows, from the shard's start) as the shard file ``path``."""
@@ -187,14 +199,17 @@ class ShardFile:
         self.digest: int | None = None
         """:meth:`ShardLayout.digest` of the file, once closed (layouts with chunk checksums)."""
 
-    def add(self, local: int, encoded: Any) -> None:
-        """Append the encoded inner chunk number ``local`` of this shard."""
-        self._sink.write(encoded)
-        view = memoryview(encoded).cast("B")
-        self._index[local] = (self._offset, view.nbytes)
-        self._offset += view.nbytes
+    def add(self, local: int, pieces: tuple[Any, ...]) -> None:
+        """Append the inner chunk number ``local`` of this shard, as :meth:`ShardLayout.encode`
+        gave it (its pieces, written one after the other)."""
+        size = 0
+        for piece in pieces:
+            self._sink.write(piece)
+            size += memoryview(piece).nbytes
+        self._index[local] = (self._offset, size)
+        self._offset += size
         if self._layout.checksum:
-            self._chunk_crcs[local] = bytes(view[-4:])
+            self._chunk_crcs[local] = bytes(memoryview(pieces[-1]).cast("B")[-4:])
 
     def close(self) -> None:
         table = self._index.tobytes()
@@ -358,6 +373,30 @@ def layout_of(
     if len(inner) == 2 and codec is None:
         return None
     return ShardLayout(chunk[0], shard_len // chunk[0], tuple(shape[1:]), dtype, codec, checksum)
+
+
+def _stores_raw(codec: Codec) -> bool:
+    return isinstance(codec, numcodecs.Blosc) and codec.clevel == 0
+
+
+_STORED_HEADERS: dict[tuple[str, tuple[int, ...], str], bytes] = {}
+
+
+def _stored_header(codec: Codec, raw: NDArray) -> bytes:
+    """The header of the frame Blosc at level 0 makes of ``raw``: what precedes its values.
+
+    It depends on the sizes and the codec's settings only (the values are copied
+    as they are), so it is taken once from a frame of zeros of the same shape and
+    checked to be such a frame; the values are then written after it, uncopied.
+    """
+    key = (json.dumps(codec.get_config(), sort_keys=True), raw.shape, raw.dtype.str)
+    header = _STORED_HEADERS.get(key)
+    if header is None:
+        frame = memoryview(codec.encode(np.zeros_like(raw))).cast("B")
+        if _stored(codec, frame) is None:
+            raise AssertionError(f"Blosc at level 0 compressed a chunk ({codec!r})")
+        header = _STORED_HEADERS[key] = bytes(frame[:_BLOSC_HEADER])
+    return header
 
 
 def _padding_codec(codec: Codec | None) -> Codec | None:
