@@ -618,3 +618,38 @@ def test_a_type_revealed_that_held_batches_cannot_hold_refuses_the_batch(tmp_pat
     store = predstore.open(tmp_path / "s")
     assert store.schema.keys["logits"].dtype == "string"  # never shown a value: a warning said so
     assert store.read("note").tolist() == [None, None, "a", "b"]
+
+
+def test_lent_values_are_encoded_in_place_and_released_once_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``release``, whole chunks are encoded from the caller's rows, and the rows are the
+    caller's again only once their chunks are in the shard file."""
+    from predstore.format.shards import ShardFile
+
+    events: list[str] = []
+    add = ShardFile.add
+
+    def slow_add(self: ShardFile, local: int, pieces: tuple[object, ...]) -> None:
+        time.sleep(0.02)  # a slow disk: the caller would refill the rows before they are written
+        add(self, local, pieces)
+        events.append("written")
+
+    monkeypatch.setattr(ShardFile, "add", slow_add)
+    rows = np.zeros((4, 512), np.float32)  # 2 KiB a row: Zarr, one chunk of 4 rows per batch
+
+    def release() -> None:
+        events.append("released")
+        rows[:] = -1  # the caller refills its buffer at once
+
+    with predstore.StoreWriter(tmp_path / "s", chunk_bytes=8 << 10, commit_interval=None) as w:
+        for step in range(3):
+            rows[:] = step
+            w.write({"big": rows}, np.arange(4 * step, 4 * step + 4), release=release)
+            w.commit()  # waits for the jobs: the rows are refilled only after their release
+        with pytest.raises(predstore.InvalidBatchError):
+            w.write({"big": rows}, [-1, 0, 1, 2], release=release)  # refused: released at once
+    assert events == ["written", "released"] * 3 + ["released"]
+    stored = predstore.open(tmp_path / "s").read("big")
+    assert stored[:, 0].tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    assert (stored == stored[:, :1]).all()

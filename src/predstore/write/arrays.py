@@ -106,16 +106,23 @@ class ArrayStream:
 
     # -- the caller's side ---------------------------------------------------------
 
-    def append(self, values: NDArray) -> int:
-        """Add rows (for a ragged key: flat elements); return the position of the first."""
+    def append(self, values: NDArray, *, lent: bool = False) -> int:
+        """Add rows (for a ragged key: flat elements); return the position of the first.
+
+        ``lent``: the caller keeps ``values`` unchanged until every job submitted so far has
+        run, so whole chunks of them are encoded where they are instead of being copied.
+        """
         start = self.position
         data = self.dtype.to_zarr(values)
         done = 0
         while done < len(data):
-            if self._chunk is None:
-                self._chunk = np.empty((self.chunk_len, *self.sample), self.dtype.zarr)
             take = min(self.chunk_len - self._fill, len(data) - done)
-            self._chunk[self._fill : self._fill + take] = data[done : done + take]
+            if lent and take == self.chunk_len:  # a whole chunk: encoded from the caller's rows
+                self._chunk = data[done : done + take]
+            else:
+                if self._chunk is None:
+                    self._chunk = np.empty((self.chunk_len, *self.sample), self.dtype.zarr)
+                self._chunk[self._fill : self._fill + take] = data[done : done + take]
             self._fill += take
             done += take
             self.position += take

@@ -65,9 +65,10 @@ class BackgroundWriter:
 
         ``prepare`` runs on the writer thread before the batch is read (for
         example, waiting for an asynchronous device-to-host copy to finish);
-        ``done`` runs once the writer no longer reads the batch's values (it
-        copies what it keeps), written or dropped after an error: their
-        memory may then be reused.
+        ``done`` runs once the writer no longer reads the batch's values
+        (written, or dropped after an error): their memory may then be
+        reused. Until then the values must not change: the writer encodes
+        whole chunks of large arrays where they are, without copying them.
         """
         self.check()
         with self._space:
@@ -161,9 +162,17 @@ class BackgroundWriter:
         try:
             if prepare is not None:
                 prepare()
-            self.writer.write(outputs, indices, names=names, dataloader_idx=dataloader_idx)
-        finally:
+        except BaseException:
             self._release(nbytes, done)
+            raise
+        # Lent: the StoreWriter reads whole chunks where they are, and releases them once written.
+        self.writer.write(
+            outputs,
+            indices,
+            names=names,
+            dataloader_idx=dataloader_idx,
+            release=lambda: self._release(nbytes, done),
+        )
 
     def _release(self, nbytes: int, done: Callable[[], None] | None) -> None:
         if done is not None:

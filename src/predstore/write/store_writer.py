@@ -9,7 +9,7 @@ import socket
 import threading
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any
@@ -171,6 +171,7 @@ class StoreWriter:
         )
         self._in_flight = threading.Semaphore(2 * max(2, os.cpu_count() or 2) + 2)
         self.rows_skipped = 0
+        self._lent = False  # whether the batch being written is lent (see write's release)
         self._rules_checked = not (self._rules.only or self._rules.specs)
         self._save("open")
 
@@ -183,6 +184,7 @@ class StoreWriter:
         *,
         names: Sequence[str | None] | None = None,
         dataloader_idx: int = 0,
+        release: Callable[[], None] | None = None,
     ) -> None:
         """Add one batch: ``outputs`` holds per-batch values, ``indices`` each row's global index.
 
@@ -192,6 +194,11 @@ class StoreWriter:
             indices: each row's global dataset index.
             names: a name per row (or ``None`` for a row without one).
             dataloader_idx: the dataloader the rows belong to.
+            release: without it, the values are the caller's again once ``write``
+                returns (the writer copies what it keeps). With it, they are lent: the
+                caller leaves them unchanged until the writer calls ``release()``, once it
+                has written what it read from them (or dropped it after an error), and
+                the writer encodes whole chunks of large arrays without copying them.
 
         Raises ``InvalidBatchError`` or ``SchemaError`` (naming the key and what
         was expected) before anything of the batch is stored; the writer stays
@@ -205,15 +212,16 @@ class StoreWriter:
             with predstore.StoreWriter("scores.pstore") as writer:
                 writer.write({"score": np.array([0.1, 0.9])}, indices=[10, 11], names=["a", "b"])
         """
-        self._check_open()  # an error of the writer's I/O surfaces here, at the next batch
-        self.check_rules(outputs)
-        batch = normalize(
-            outputs, indices, names=names, dataloader_idx=dataloader_idx, keep=self._rules.keep
-        )
-        batch = self._drop_committed(batch)
-        if not len(batch):
-            return
         try:
+            self._check_open()  # an error of the writer's I/O surfaces here, at the next batch
+            self.check_rules(outputs)
+            batch = normalize(
+                outputs, indices, names=names, dataloader_idx=dataloader_idx, keep=self._rules.keep
+            )
+            batch = self._drop_committed(batch)
+            if not len(batch):
+                return
+            self._lent = release is not None
             if self._parts is None:
                 self._begin(batch)
             else:
@@ -221,6 +229,18 @@ class StoreWriter:
         except OSError as e:
             self._note_io_error(e)
             raise
+        finally:
+            self._lent = False
+            if release is not None:
+                self._release_after_jobs(release)
+
+    def _release_after_jobs(self, release: Callable[[], None]) -> None:
+        """Call ``release`` once every job submitted so far has run: the chunks encoded from
+        lent values are written by then (after an error, the jobs' cleanups call it)."""
+        if self._closed:
+            release()
+        else:
+            self._jobs.submit(release, cleanup=release)
 
     def _add(self, batch: Batch) -> None:
         while len(batch):
@@ -718,7 +738,7 @@ class StoreWriter:
         for key, stream in self._arrays.items():
             column = batch.columns[key]
             if not stream.schema.ragged:
-                stream.append(column.values)
+                stream.append(column.values, lent=self._lent)
                 continue
             rows = column.rows()
             sizes = np.array([r.size for r in rows], dtype=np.int64)
