@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import importlib.metadata
 import platform
 import re
@@ -422,6 +423,13 @@ def _remove_writes(fs: FileSystem, write_ids: Iterable[str]) -> None:
 
 def library_versions() -> dict[str, str]:
     """Installed versions of predstore and the libraries that shape its files."""
+    return dict(_library_versions())
+
+
+@functools.cache
+def _library_versions() -> dict[str, str]:
+    # Looked up once per process (13 ms, at the end of every write otherwise): the
+    # libraries this process loaded do not change while it runs.
     versions = {}
     for name in _LIBRARIES:
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):

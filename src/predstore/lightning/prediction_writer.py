@@ -387,7 +387,7 @@ def _names(value: Any, key: str) -> list[str | None]:
         value = value.detach().cpu().reshape(-1).tolist()
     elif isinstance(value, np.ndarray):
         value = value.reshape(-1).tolist()
-    if isinstance(value, list | tuple) and {type(v) for v in value} <= {str, type(None)}:
+    if isinstance(value, list | tuple) and set(map(type, value)) <= {str, type(None)}:
         return list(value)  # the common case, in one pass: checking item by item costs more
     names = []
     for item in value if isinstance(value, list | tuple) else [value]:

@@ -25,6 +25,7 @@ imported already, so ``sys.modules`` tells whether to look for one.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -243,8 +244,9 @@ def check_names(names: Sequence[Any] | None, rows: int) -> list[str | None] | No
     if len(names) != rows:
         raise InvalidBatchError(f"names has {len(names)} entries but the batch has {rows} rows")
     names = list(names)
-    if all(type(name) is str for name in names) and _is_utf8("".join(names)):  # checked fast
-        return names
+    with contextlib.suppress(TypeError):  # join refuses anything but strings: checked fast
+        if _is_utf8("".join(names)):
+            return names
     for i, name in enumerate(names):
         if name is not None and not isinstance(name, str):
             raise InvalidBatchError(
