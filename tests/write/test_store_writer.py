@@ -354,13 +354,16 @@ def test_writer_copies_what_it_buffers(tmp_path: Path) -> None:
         "big": np.zeros((2, 500), np.float32),
         "r": [np.zeros(3, np.float32)] * 2,
     }
+    indices = np.zeros(2, np.int64)
     with predstore.StoreWriter(tmp_path / "s", commit_interval=None) as writer:
         for step in range(3):
             out["v"][:] = step
             out["big"][:] = step
             out["r"][0][:] = step
-            writer.write(out, [2 * step, 2 * step + 1])
+            indices[:] = [2 * step, 2 * step + 1]
+            writer.write(out, indices)
     store = predstore.open(tmp_path / "s")
+    assert store.scan(["index"]).collect()["index"].to_list() == list(range(6))
     assert store.read("v")[:, 0].tolist() == [0, 0, 1, 1, 2, 2]
     assert store.read("big")[:, 0].tolist() == [0, 0, 1, 1, 2, 2]
     assert [r[0] for r in store.read("r")][::2] == [0, 1, 2]

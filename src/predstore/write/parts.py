@@ -68,7 +68,8 @@ class PartWriter:
     def columns(self, batch: Batch) -> dict[str, pa.Array]:
         """The part columns of ``batch`` (all but the hidden ones); nothing is added yet."""
         arrays = {
-            INDEX: pa.array(batch.indices, pa.int64()),
+            # A copy: pa.array would share the caller's int64 array, which it may refill.
+            INDEX: pa.array(batch.indices.copy(), pa.int64()),
             DATALOADER: pa.array(np.full(len(batch), batch.dataloader_idx, np.int64)),
             NAME: pa.array(batch.names or [None] * len(batch), pa.string()),
         }
