@@ -145,6 +145,16 @@ def test_errors_name_what_was_asked_and_what_exists(store: predstore.Store) -> N
         store.read("pred", [1], names=["s1"])
 
 
+def test_null_rows_of_every_parquet_dtype_read_back_masked(tmp_path: Path) -> None:
+    """A null row reads as masked, whatever its key's type (booleans included)."""
+    with predstore.StoreWriter(tmp_path / "s") as writer:
+        writer.write({"flag": [None, False, True], "score": [1.5, None, 2.0]}, [0, 1, 2])
+    store = predstore.open(tmp_path / "s")
+    flag, score = store.read("flag"), store.read("score")
+    assert flag.mask.tolist() == [True, False, False] and flag[1:].tolist() == [False, True]
+    assert score.mask.tolist() == [False, True, False] and score[[0, 2]].tolist() == [1.5, 2.0]
+
+
 def test_duplicate_names_are_reported(tmp_path: Path) -> None:
     path = tmp_path / "s"
     with predstore.StoreWriter(path) as writer:

@@ -40,8 +40,8 @@ def _values(array: pa.Array, shape: tuple[int | None, ...], dtype: dtypes.DType)
     for _ in shape:  # fixed-size lists: a null row still holds its slots (flatten skips them)
         size = array.type.list_size
         array = array.values.slice(array.offset * size, len(array) * size)
-    if array.null_count:
-        array = array.fill_null(0)
+    if array.null_count:  # the slots of null rows, masked by the caller: any value of the type
+        array = array.fill_null(False if pa.types.is_boolean(array.type) else 0)
     flat = array.to_numpy(zero_copy_only=False)
     return dtype.from_parquet(flat).reshape(rows, *[int(d) for d in shape if d is not None])
 
