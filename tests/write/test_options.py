@@ -163,3 +163,28 @@ def test_codecs_apply_to_parquet_keys(tmp_path: Path) -> None:
         "note": "UNCOMPRESSED",
     }
     assert store.read("prob").shape == (50,)
+
+
+def test_rows_of_64_kib_or_more_get_an_inner_chunk_each() -> None:
+    options = predstore.WriteOptions()  # chunk_bytes: 1 MiB
+    assert options.chunk_rows(4000) == 256  # a power of two of rows filling about 1 MiB
+    assert options.chunk_rows((64 << 10) - 1) == 16
+    assert options.chunk_rows(64 << 10) == 1
+    assert options.chunk_rows(256 << 10) == 1  # not four, as 1 MiB would hold
+    assert options.chunk_rows(8 << 20) == 1
+    assert predstore.WriteOptions(chunk_bytes=16 << 20).chunk_rows(256 << 10) == 1
+    assert predstore.WriteOptions(chunk_bytes=4096).chunk_rows(4000) == 1
+
+
+def test_a_store_of_volumes_holds_one_per_inner_chunk_and_reads_them_back(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    masks = (rng.random((6, 64, 64, 64)) > 0.9).astype(np.uint8)  # 256 KiB a row
+    with predstore.StoreWriter(tmp_path / "s", shard_bytes=4 << 20) as writer:
+        writer.write({"mask": masks[:5]}, indices=np.arange(5))
+        writer.write({"mask": masks[5:]}, indices=np.arange(5, 6))
+    store = predstore.open(tmp_path / "s")
+    (entry,) = store.manifest.arrays
+    assert entry.chunks[0] == 1 and entry.shards[0] == 16
+    assert np.array_equal(store.read("mask", [5, 0, 3]), masks[[5, 0, 3]])
+    dataset = predstore.PredictionDataset(tmp_path / "s", "mask", as_torch=False)
+    assert np.array_equal(np.stack([dataset[i]["mask"] for i in (4, 1)]), masks[[4, 1]])

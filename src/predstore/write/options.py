@@ -18,10 +18,13 @@ from predstore.errors import ConfigError
 from predstore.format.commit import RETENTION
 from predstore.format.manifest import Mode
 from predstore.write import codecs
+from predstore.write.arrays import pow2_floor
 from predstore.write.keys import PARQUET_MAX_ELEMENTS, KeyRules, KeysArg
 from predstore.write.plan import MODES
 
 MiB = 1 << 20
+ROW_CHUNK_BYTES = 64 << 10
+"""Rows of at least this many bytes get an inner chunk each, whatever ``chunk_bytes``."""
 _SIZES = (
     "parquet_max_bytes",
     "parquet_max_elements",
@@ -62,7 +65,9 @@ class WriteOptions:
             ``"blosc-lz4"``, ``"gzip"``, ``"none"``): Zarr arrays and Parquet columns.
         codec_level: its level (``None``: the codec's default).
         shard_bytes: Zarr shard size; a part commits when the widest key fills one.
-        chunk_bytes: Zarr inner chunk size, the unit of random reads.
+        chunk_bytes: Zarr inner chunk size, the unit of random reads. Rows of 64 KiB
+            or more (volumes, images) get an inner chunk each instead: a shuffled
+            read then decodes only the rows it returns (see :meth:`chunk_rows`).
         row_group_bytes: Parquet row group size, the Parquet memory bound.
         part_bytes: a part also commits at this much Parquet (and ragged) data.
         commit_interval: and at least this often (seconds; ``None``: never by time).
@@ -119,6 +124,20 @@ class WriteOptions:
         for name in ("durable", "background"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
+
+    def chunk_rows(self, row_bytes: int) -> int:
+        """Rows per inner chunk of a fixed-shape key with rows of ``row_bytes`` bytes.
+
+        Rows of :data:`ROW_CHUNK_BYTES` (64 KiB) or more: one, so that a read
+        in random order decodes the rows it returns and nothing beside them
+        (four 256 KiB masks a chunk would cost four decodes per row read).
+        Smaller rows fill chunks of about ``chunk_bytes``, a power of two of
+        rows, where the cost of a chunk (its index entry, its checksum, one
+        decode call) would otherwise outweigh its rows.
+        """
+        if row_bytes >= ROW_CHUNK_BYTES:
+            return 1
+        return pow2_floor(self.chunk_bytes / max(1, row_bytes))
 
     def replace(self, **changes: Any) -> WriteOptions:
         """A copy with ``changes`` (checked like the constructor's arguments)."""

@@ -709,7 +709,7 @@ class StoreWriter:
             write_id=self.write_id,
             rank=self.rank,
             shard_len=shard_len,
-            chunk_len=min(shard_len, pow2_floor(self.options.chunk_bytes / unit)),
+            chunk_len=min(shard_len, self.options.chunk_rows(unit)),
             compressors=codecs.compressors(codec, level, itemsize, sample=_sample(first)),
             encoders=self._encoders,
             jobs=self._jobs,
