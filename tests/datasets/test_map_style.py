@@ -227,9 +227,11 @@ def test_collate_takes_whole_batches_with_ragged_keys(store_path: Path, context:
     for batch in loader:
         seen += check_batch(batch, ALL)
         assert isinstance(batch["mask"], list) and isinstance(batch["label"], list)
-        # Every stacked key arrived in one shared buffer.
-        storages = {batch[k].untyped_storage().data_ptr() for k in [*FIXED, "index"]}
-        assert len(storages) == 1
+        # Every stacked key arrived in one shared buffer (a run of the dataset's arena, under fork).
+        tensors = [batch[k] for k in [*FIXED, "index"]]
+        starts = [t.data_ptr() for t in tensors]
+        ends = [t.data_ptr() + t.numel() * t.element_size() for t in tensors]
+        assert max(ends) - min(starts) <= sum(e - s + 64 for s, e in zip(starts, ends, strict=True))
     assert sorted(seen) == list(range(N))
 
 

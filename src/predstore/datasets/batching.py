@@ -22,6 +22,7 @@ from torch.utils.data import default_collate, get_worker_info
 from torch.utils.data._utils.collate import collate as torch_collate
 from torch.utils.data._utils.collate import default_collate_fn_map
 
+from predstore.datasets.arena import BatchArena, Marker
 from predstore.datasets.rowreader import RowReader
 from predstore.format.dtypes import NDArray
 from predstore.format.schema import INDEX, NAME
@@ -50,7 +51,8 @@ class Items(Sequence[Any]):
     values whole unless a row was changed). Otherwise ``items`` are given
     (transformed or paired with a source's items), and ``values`` is
     ``None`` when the items were transformed: only the items then say what
-    the batch holds.
+    the batch holds. ``arena``: the memory a worker hands whole batches on
+    in (see :mod:`predstore.datasets.arena`).
     """
 
     def __init__(
@@ -60,11 +62,12 @@ class Items(Sequence[Any]):
         sources: list[Any] | None = None,
         *,
         as_torch: bool = True,
+        arena: BatchArena | None = None,
     ) -> None:
         if items is None and values is None:
             raise ValueError("items are made from values: one of the two must be given")
         self.values, self.sources, self.as_torch = values, sources, as_torch
-        self._items = items
+        self._items, self.arena = items, arena
         self._made: dict[int, tuple[Row, tuple[Any, ...]]] = {}  # row, and its values as made
         self._tensors: dict[str, Any] = {}
 
@@ -198,10 +201,13 @@ def per_row(value: Any, key: str, n: int, *, as_torch: bool) -> list[Any]:
     return list(value)
 
 
-def whole_batch(values: dict[str, Any], *, as_torch: bool) -> dict[str, Any]:
+def whole_batch(
+    values: dict[str, Any], *, as_torch: bool, arena: BatchArena | None = None
+) -> dict[str, Any]:
     """A batch as one dict: each fixed-shape key stacked, ragged keys, strings and nulls as lists.
 
-    In a DataLoader worker, the stacked tensors share one shared-memory buffer.
+    In a DataLoader worker, the stacked tensors share one run of ``arena``
+    or, without a free one, one new shared-memory buffer.
     """
     out: dict[str, Any] = {}
     stacked: dict[str, NDArray] = {}
@@ -217,7 +223,7 @@ def whole_batch(values: dict[str, Any], *, as_torch: bool) -> dict[str, Any]:
     elif get_worker_info() is None or not stacked:
         out.update({k: to_torch(_own(v), key=k) for k, v in stacked.items()})
     else:
-        out.update(_shared(stacked))
+        out.update(_shared(stacked, arena))
     return {k: out[k] for k in values}
 
 
@@ -229,7 +235,7 @@ def collate(batch: Sequence[Any]) -> Any:
     """
     if isinstance(batch, Items) and batch.unchanged():
         assert batch.values is not None
-        whole = whole_batch(batch.values, as_torch=batch.as_torch)
+        whole = whole_batch(batch.values, as_torch=batch.as_torch, arena=batch.arena)
         return whole if batch.sources is None else [collate(batch.sources), whole]
     first = batch[0]
     if isinstance(first, Mapping):
@@ -251,7 +257,7 @@ def _collate_rows(batch: Sequence[Any], *, collate_fn_map: dict[Any, Any] | None
     if isinstance(batch, Items) and batch.as_torch and batch.unchanged():
         assert batch.values is not None
         if all(_stacks_whole(v) for v in batch.values.values()):
-            return whole_batch(batch.values, as_torch=True)
+            return whole_batch(batch.values, as_torch=True, arena=batch.arena)
     return {
         key: torch_collate(
             [row[key] for row in batch], collate_fn_map=collate_fn_map or default_collate_fn_map
@@ -277,20 +283,29 @@ def _own(value: NDArray) -> NDArray:
     return value.copy() if value.base is not None else value
 
 
-def _shared(stacked: dict[str, NDArray]) -> dict[str, torch.Tensor]:
-    """The arrays as tensors in one new shared-memory buffer."""
+def _shared(stacked: dict[str, NDArray], arena: BatchArena | None) -> dict[str, torch.Tensor]:
+    """The arrays as tensors in one run of ``arena`` or, without one, a new shared buffer."""
     offsets, total = {}, 0
     for key, value in stacked.items():
         offsets[key] = total
         total += -(-value.nbytes // _ALIGN) * _ALIGN
-    # What default_collate does in a worker: the buffer is born shared, never copied there.
-    storage = torch.UntypedStorage._new_shared(max(total, 1))  # type: ignore[no-untyped-call]
-    buffer = torch.empty(0, dtype=torch.uint8).set_(storage)
+    found = arena.buffer(total) if arena is not None else None
+    mark: Marker = _as_is
+    if found is None:
+        # What default_collate does in a worker: the buffer is born shared, never copied there.
+        storage = torch.UntypedStorage._new_shared(max(total, 1))  # type: ignore[no-untyped-call]
+        buffer = torch.empty(0, dtype=torch.uint8).set_(storage)
+    else:
+        buffer, mark = found
     out = {}
     for key, value in stacked.items():
         start = offsets[key]
         part = buffer[start : start + value.nbytes]
         part.numpy()[:] = np.ascontiguousarray(value).reshape(-1).view(np.uint8)
         dtype = to_torch(value[:0], key=key).dtype
-        out[key] = part.view(dtype).view(value.shape)
+        out[key] = mark(part.view(dtype).view(value.shape), start)
     return out
+
+
+def _as_is(tensor: torch.Tensor, start: int) -> torch.Tensor:
+    return tensor

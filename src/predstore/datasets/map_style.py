@@ -18,6 +18,7 @@ from typing import Any, Literal
 import numpy as np
 from torch.utils.data import Dataset
 
+from predstore.datasets.arena import BatchArena
 from predstore.datasets.batching import Items, Row, collate, items_of, read_rows
 from predstore.datasets.rowreader import RowReader
 from predstore.errors import ConfigError, MissingRowsError, OutOfRangeError, UnknownKeyError
@@ -36,6 +37,9 @@ Missing = Literal["error", "skip"]
 MiB = 1 << 20
 DEFAULT_CACHE_BYTES = 256 * MiB
 """Decoded Zarr values kept: enough for 50,000 x float32[1000] logits."""
+BATCH_ARENA_BYTES = 128 * MiB
+"""Memory that forked DataLoader workers hand whole batches on in (only what is used is
+touched): a dozen batches of 8 volumes of 1.25 MiB in flight."""
 
 
 class PredictionDataset(Dataset[Any]):
@@ -106,7 +110,10 @@ class PredictionDataset(Dataset[Any]):
     need them, shared with forked DataLoader workers and kept across
     epochs (``preload=True``: decoded at construction); keys that do not
     fit keep that many bytes of recently used chunks instead. For the
-    fastest loading, pass ``collate_fn=PredictionDataset.collate``.
+    fastest loading, pass ``collate_fn=PredictionDataset.collate``: in
+    forked workers, it hands each batch to the main process in memory they
+    share, used again once the batch's tensors are gone (see
+    :mod:`predstore.datasets.arena`).
     """
 
     def __init__(
@@ -148,7 +155,8 @@ class PredictionDataset(Dataset[Any]):
         reader = RowReader(store, self.keys, self.dataloader_idx, cache_bytes=self.cache_bytes)
         items, source_positions = self._plan(reader)
         reader.load(zarr=preload)  # here, so that forked DataLoader workers share it
-        self._state: _State | None = _State(reader, items, source_positions)
+        arena = BatchArena.for_workers(BATCH_ARENA_BYTES)
+        self._state: _State | None = _State(reader, items, source_positions, arena)
         self._length = len(items)
 
     # -- the Dataset protocol ----------------------------------------------------
@@ -166,17 +174,17 @@ class PredictionDataset(Dataset[Any]):
         state = self._process_state()
         values = read_rows(state.reader, state.items[numbers])
         if self.source is None and self.transform is None:
-            return Items(values, as_torch=self.as_torch)  # rows made only if asked for
+            return Items(values, as_torch=self.as_torch, arena=state.arena)  # rows made if asked
         preds: list[Any] = items_of(values, as_torch=self.as_torch)
         whole: dict[str, Any] | None = values  # what collate() may take at once
         if self.transform is not None:
             preds, whole = [self.transform(p) for p in preds], None
         if self.source is None:
-            return Items(whole, preds, as_torch=self.as_torch)
+            return Items(whole, preds, as_torch=self.as_torch, arena=state.arena)
         at = numbers if state.source_positions is None else state.source_positions[numbers]
         sources = source_items(self.source, at.tolist())
         pairs = list(zip(sources, preds, strict=True))
-        return Items(whole, pairs, sources, as_torch=self.as_torch)
+        return Items(whole, pairs, sources, as_torch=self.as_torch, arena=state.arena)
 
     @staticmethod
     def collate(batch: Sequence[Any]) -> Any:
@@ -234,7 +242,7 @@ class PredictionDataset(Dataset[Any]):
             state = self._state = _State(reader, *self._plan(reader))
         elif state.reader.pid != os.getpid():  # a forked worker: share what the parent loaded
             reader = state.reader.in_this_process()
-            state = self._state = _State(reader, state.items, state.source_positions)
+            state = self._state = _State(reader, state.items, state.source_positions, state.arena)
         return state
 
     def _plan(self, reader: RowReader) -> tuple[NDArray, NDArray | None]:
@@ -292,10 +300,18 @@ class PredictionDataset(Dataset[Any]):
 
 
 class _State:
-    """What one process has opened: the row reader and the item -> row plan."""
+    """What one process has opened: the row reader and the item -> row plan; and the memory
+    that forked workers hand whole batches on in, when this process made the dataset."""
 
-    def __init__(self, reader: RowReader, items: NDArray, source_positions: NDArray | None) -> None:
+    def __init__(
+        self,
+        reader: RowReader,
+        items: NDArray,
+        source_positions: NDArray | None,
+        arena: BatchArena | None = None,
+    ) -> None:
         self.reader, self.items, self.source_positions = reader, items, source_positions
+        self.arena = arena
 
 
 # -- helpers the sequential dataset shares -------------------------------------------

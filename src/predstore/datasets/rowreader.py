@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from predstore.datasets.arena import FORK
 from predstore.format import dtypes
 from predstore.format.dtypes import NDArray
 from predstore.format.parquet import read_part
@@ -58,7 +59,7 @@ class DenseArray:
         self.have = _shared_zeros((-(-entry.length // self.chunk_len),), np.dtype(bool))
         # Orders a process's writes of a chunk before its flag, for the processes that
         # read the flag (a lock is a memory barrier on every architecture).
-        self._lock = multiprocessing.get_context("fork").Lock() if _FORK else threading.Lock()
+        self._lock = multiprocessing.get_context("fork").Lock() if FORK else threading.Lock()
 
     @staticmethod
     def nbytes(reader: ArrayReader) -> int:
@@ -93,13 +94,10 @@ class DenseArray:
             self.have[missing] = True
 
 
-_FORK = hasattr(mmap, "MAP_SHARED") and "fork" in multiprocessing.get_all_start_methods()
-
-
 def _shared_zeros(shape: tuple[int, ...], dtype: np.dtype[Any]) -> NDArray:
     """Zeros in memory that forked processes share (private memory where there is no fork)."""
     count = int(np.prod(shape))
-    if not _FORK or count == 0:
+    if not FORK or count == 0:
         return np.zeros(shape, dtype)
     memory = mmap.mmap(-1, count * dtype.itemsize, flags=mmap.MAP_SHARED)  # zero-filled, lazily
     return np.frombuffer(memory, dtype, count).reshape(shape)
