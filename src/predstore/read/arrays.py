@@ -145,9 +145,7 @@ class ArrayReader:
             # One row a chunk (volumes): each is decoded straight into its place in ``out``.
             # A reader that caches holds a key too large to decode whole, so in random order
             # a cached row would seldom be read again before it is dropped.
-            run_jobs(
-                [j for i, p in enumerate(positions.tolist()) for j in self._row_job(p, out, i)]
-            )
+            run_jobs(self._row_jobs(positions.tolist(), out))
             return out
         todo = self._gather_mapped(positions, np.arange(len(positions)), out)
         if not todo.size:
@@ -207,12 +205,31 @@ class ArrayReader:
         address = base[slot] + offset + (positions - chunk_of * length) * windows[0].shape[1]
         return address, [windows[s] for s in np.unique(slot).tolist()]
 
-    def _row_job(self, position: int, out: NDArray, at: int) -> list[Job]:
-        cached = self._cache.get(position)
-        if cached is None:
-            return decode_jobs(self, [position], out[at : at + 1], position)
-        out[at] = cached[0]
-        return []
+    def _row_jobs(self, positions: list[int], out: NDArray) -> list[Job]:
+        """Jobs decoding chunk ``positions[i]`` (of one row each) into ``out[i]``; the shards'
+        indices are looked up once for all of them."""
+        missing = []
+        for at, position in enumerate(positions):
+            cached = self._cache.get(position)
+            if cached is None:
+                missing.append(at)
+            else:
+                out[at] = cached[0]
+        missing.sort(key=positions.__getitem__)  # the raw chunks come shard by shard
+        chunks = [positions[at] for at in missing]
+        raws = self._raw_chunks(chunks)
+        layout = self.layout
+
+        def decode(at: int, chunk: int, raw: Any) -> None:
+            if raw is None:  # a chunk never written holds the fill value
+                out[at] = 0
+            else:
+                layout.decode_into(raw, out[at : at + 1], self.where(chunk))
+
+        return [
+            functools.partial(decode, at, chunk, raw)
+            for at, chunk, raw in zip(missing, chunks, raws, strict=True)
+        ]
 
     def _chunks(self, chunk_ids: NDArray) -> list[NDArray]:
         """Decoded inner chunks ``chunk_ids`` (sorted), from the cache or the shard files."""
