@@ -110,10 +110,10 @@ class PredictionDataset(Dataset[Any]):
     need them, shared with forked DataLoader workers and kept across
     epochs (``preload=True``: decoded at construction); keys that do not
     fit keep that many bytes of recently used chunks instead. For the
-    fastest loading, pass ``collate_fn=PredictionDataset.collate``: in
-    forked workers, it hands each batch to the main process in memory they
-    share, used again once the batch's tensors are gone (see
-    :mod:`predstore.datasets.arena`).
+    fastest loading, pass ``collate_fn=PredictionDataset.collate``. Both it
+    and ``default_collate`` take a batch whole and, in forked workers, hand
+    it to the main process in memory they share, used again once the
+    batch's tensors are gone (see :mod:`predstore.datasets.arena`).
     """
 
     def __init__(
