@@ -117,3 +117,19 @@ def test_batches_from_workers_match_the_store_and_their_runs_come_back(
         assert arena.free_granules() == 12
     for batch in loader:  # one batch at a time: the runs are used again and again
         assert np.array_equal(batch["probs"].numpy(), probs[batch["index"].numpy()])
+
+
+def test_default_collate_hands_whole_batches_through_the_arena_too(
+    volumes: tuple[Path, np.ndarray],
+) -> None:
+    path, probs = volumes
+    dataset = predstore.PredictionDataset(path, ["probs"])
+    arena = dataset._state.arena
+    assert arena is not None
+    loader = DataLoader(dataset, batch_size=8, num_workers=2, multiprocessing_context="fork")
+    kept = list(loader)
+    assert arena.free_granules() == arena.granules - 8 * 4  # 8 batches of 4 granules each
+    assert np.array_equal(torch.cat([b["probs"] for b in kept]).numpy(), probs)
+    del kept
+    gc.collect()
+    assert arena.free_granules() == arena.granules

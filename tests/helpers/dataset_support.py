@@ -140,6 +140,14 @@ class Inputs(Dataset[tuple[torch.Tensor, int]]):
         return torch.full((3,), float(i)), i
 
 
+def in_one_buffer(tensors: Iterable[torch.Tensor]) -> bool:
+    """Whether the tensors lie in one buffer, one after the other (64-byte aligned): what a
+    batch sent from a worker in one transfer looks like (a shared-memory segment or a run
+    of the dataset's batch arena)."""
+    spans = [(t.data_ptr(), t.data_ptr() + t.numel() * t.element_size()) for t in tensors]
+    return max(e for _, e in spans) - min(s for s, _ in spans) <= sum(e - s + 64 for s, e in spans)
+
+
 def scale_logits(item: dict[str, Any]) -> dict[str, Any]:
     """A transform: logits divided by a temperature of 2, and a tag."""
     return {**item, "logits": item["logits"] / 2, "tagged": True}
