@@ -336,8 +336,9 @@ def _from_list(key: str, values: Sequence[Any], rows: int) -> Column:
         weak = _all_ints(present)
         return Column("fixed", dtypes.name_of(array.dtype, key=key), array, mask, weak)
     if len(present) < len(values):
+        null = next(i for i, v in enumerate(values) if v is None)  # index() compares arrays
         raise SchemaError(
-            f"key {key!r}: row {values.index(None)} is None; only strings and Python numbers "
+            f"key {key!r}: row {null} is None; only strings and Python numbers "
             "may be null (a bare None for the whole key is a null for every row)"
         )
     arrays = _same_dtype(key, values, [_as_numpy(v, key=key) for v in values])
