@@ -429,6 +429,7 @@ class _Block:
                 self.mapped[key] = (np.empty(capacity, np.int64), {})
             else:  # pages are only touched once rows land there
                 self.arrays[key] = np.empty((capacity, *plain[0]), plain[1])
+        self._spare: dict[str, NDArray] = {}
         self.pieces: dict[str, list[Any]] = {}
         self._joined: dict[str, Any] | None = None
 
@@ -438,7 +439,8 @@ class _Block:
         for local in chunks:
             at, n = self.count, len(local)
             for key in self.reader.keys:
-                if key in self.mapped and not self._locate(key, local, at):
+                read_in_place = key in self.mapped and key not in self.arrays
+                if read_in_place and not self._locate(key, local, at):
                     self._copy_instead(key)
                 if key in self.arrays:
                     jobs += self.reader.read_into(key, local, self.arrays[key][at : at + n])
@@ -460,12 +462,14 @@ class _Block:
         return True
 
     def _copy_instead(self, key: str) -> None:
-        """Hold ``key``'s rows in an array of the block (some of them are not read in place)."""
+        """Hold ``key``'s rows in an array of the block until it is cleared (some of them are
+        not read in place: an array's last chunk, padded and so compressed, for one)."""
         row = self.rows[key]
-        array = np.empty((self.capacity, *row.shape), row.dtype)
+        array = self._spare.pop(key, None)
+        if array is None:
+            array = np.empty((self.capacity, *row.shape), row.dtype)
         array[: self.count] = self._gather(key, np.arange(self.count))
         self.arrays[key] = array
-        del self.mapped[key]
 
     def _gather(self, key: str, rows: NDArray) -> NDArray:
         address, windows = self.mapped[key]
@@ -478,16 +482,18 @@ class _Block:
         joined = self._joined
         out = {}
         for k in self.keys:
-            if k in self.mapped:
-                out[k] = self._gather(k, rows)
+            if k in self.arrays:
+                out[k] = self.arrays[k][rows]
             else:
-                out[k] = self.arrays[k][rows] if k in self.arrays else _take(joined[k], rows)
+                out[k] = self._gather(k, rows) if k in self.mapped else _take(joined[k], rows)
         return out
 
     def clear(self) -> None:
         self.count, self.pieces, self._joined = 0, {}, None
-        for _, windows in self.mapped.values():
+        for key, (_, windows) in self.mapped.items():
             windows.clear()
+            if key in self.arrays:  # read in place again, the array kept for the next time
+                self._spare[key] = self.arrays.pop(key)
 
 
 def _join(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
