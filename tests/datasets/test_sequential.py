@@ -13,7 +13,6 @@ from torch.utils.data import DataLoader
 
 import predstore
 from dataset_support import FIXED, N, add_one, check_batch, check_item, values, write_store
-from predstore.datasets.sequential import _Block
 from predstore.errors import ConfigError
 
 ALL = list(values(0))
@@ -207,49 +206,3 @@ def test_items_one_by_one_collate_like_the_map_style_dataset(store_path: Path) -
 def test_bad_options(store_path: Path, options: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         predstore.SequentialPredictionDataset(store_path, **options)
-
-
-def _vector_store(path: Path, codec: str, vectors: np.ndarray) -> Path:
-    spec = predstore.KeySpec(storage="zarr", codec=codec)
-    row = vectors[0].nbytes
-    with predstore.StoreWriter(
-        path, keys={"emb": spec}, chunk_bytes=64 * row, shard_bytes=512 * row
-    ) as writer:
-        for start in range(0, len(vectors), 500):
-            indices = list(range(start, min(start + 500, len(vectors))))
-            writer.write({"emb": vectors[indices]}, indices, names=[f"n{i}" for i in indices])
-    return path
-
-
-def test_a_zarr_key_read_in_place_gives_what_a_decoded_one_gives(tmp_path: Path) -> None:
-    """Stored uncompressed (what ``auto`` picks for noise), a vector key is gathered straight
-    from its mapped shards (several of them, so a batch draws on several files); compressed,
-    it is decoded into the block."""
-    vectors = np.random.default_rng(0).standard_normal((3000, 48)).astype(np.float16)
-    passes = {}
-    for codec in ("auto", "zstd"):
-        path = _vector_store(tmp_path / codec, codec, vectors)
-        dataset = predstore.SequentialPredictionDataset(
-            path, batch_size=64, shuffle=True, seed=3, buffer_size=700
-        )
-        batches = list(dataset)
-        for batch in batches:
-            index = batch["index"].numpy()
-            assert batch["emb"].dtype == torch.float16
-            assert torch.equal(batch["emb"], torch.from_numpy(vectors[index]))
-            assert batch["name"] == [f"n{i}" for i in index.tolist()]
-        assert sorted(i for b in batches for i in b["index"].tolist()) == list(range(3000))
-        passes[codec] = batches
-        block = _Block(dataset._process_reader(), 128)
-        block.add([np.arange(128)])
-        assert ("emb" in block.arrays) == (codec == "zstd")  # read in place: no copy in the block
-        if codec == "auto":  # the last chunk, padded, is compressed: decoded into the block...
-            block.clear()
-            block.add([np.arange(2900, 3000)])
-            assert "emb" in block.arrays
-            assert np.array_equal(block.take(np.arange(100))["emb"], vectors[2900:])
-            block.clear()  # ...until the block is filled again
-            block.add([np.arange(128)])
-            assert "emb" not in block.arrays
-    for a, b in zip(passes["auto"], passes["zstd"], strict=True):  # the same order
-        assert torch.equal(a["index"], b["index"]) and torch.equal(a["emb"], b["emb"])

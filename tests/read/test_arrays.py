@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 import predstore
-from predstore.read.arrays import ArrayReader, gather_mapped
+from predstore.read.arrays import ArrayReader
 
 
 def _one_shard(path: Path, values: np.ndarray) -> ArrayReader:
@@ -32,17 +32,3 @@ def test_random_rows_of_one_shard_file_are_gathered_without_copying_the_file(
     rng = np.random.default_rng(1)
     for rows in [rng.permutation(600)[:40], rng.permutation(600)[:40], np.arange(100, 0, -7)]:
         assert np.array_equal(reader.rows(rows), values[rows])
-
-
-def test_row_addresses_locate_rows_that_gather_mapped_copies_out(tmp_path: Path) -> None:
-    values = np.random.default_rng(0).standard_normal((3000, 24)).astype(np.float16)
-    reader = _one_shard(tmp_path / "s", values)
-    rows = np.random.default_rng(2).permutation(3000)[:500]
-    located = reader.row_addresses(rows)
-    assert located is not None
-    address, windows = located
-    got = gather_mapped(address[::-1], windows, values[0])
-    assert got.dtype == np.float16 and got.flags.owndata
-    assert np.array_equal(got, values[rows[::-1]])
-    empty = reader.row_addresses(rows[:0])
-    assert empty is not None and gather_mapped(*empty, values[0]).shape == (0, 24)

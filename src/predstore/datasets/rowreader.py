@@ -34,7 +34,7 @@ from predstore.format import dtypes
 from predstore.format.dtypes import NDArray
 from predstore.format.parquet import read_part
 from predstore.format.schema import NAME, KeySchema, offset_column, part_schema, shape_column
-from predstore.read.arrays import ArrayReader, Job, MappedRows, decode_into, decode_jobs
+from predstore.read.arrays import ArrayReader, Job, decode_into, decode_jobs
 from predstore.read.values import from_arrow
 
 if TYPE_CHECKING:
@@ -245,28 +245,6 @@ class RowReader:
             return decode_jobs(reader, chunks, out.view(reader.dtype.zarr), lo)
         out[...] = self._fixed(zarr, spec, local)
         return []
-
-    def row_addresses(self, key: str, local: NDArray) -> MappedRows | None:
-        """For a :meth:`plain` Zarr key read in place: where rows ``local`` lie in memory
-        (see :func:`~predstore.read.arrays.gather_mapped`); else ``None``."""
-        spec = self.store.schema.keys[key]
-        if spec.storage != "zarr" or spec.ragged:
-            return None
-        zarr = self._zarr_key(key, spec)
-        if not all(isinstance(r, ArrayReader) and r.reads_in_place for r in zarr.readers):
-            return None
-        which, start = zarr.array[local], zarr.start[local]
-        address, windows = np.empty(len(local), np.int64), []
-        for k in np.unique(which).tolist():
-            reader = zarr.readers[k]
-            assert isinstance(reader, ArrayReader)
-            chosen = which == k
-            located = reader.row_addresses(start[chosen])
-            if located is None:
-                return None
-            address[chosen] = located[0]
-            windows += located[1]
-        return address, windows
 
     def names(self, local: NDArray) -> list[str | None]:
         names: list[str | None] = self._name_column().take(pa.array(local)).to_pylist()

@@ -28,7 +28,7 @@ from predstore.format.dtypes import NDArray
 from predstore.format.fs import FileSystem
 from predstore.format.manifest import StoreManifest
 from predstore.format.schema import INDEX, NAME
-from predstore.read.arrays import Job, gather_mapped, run_jobs
+from predstore.read.arrays import Job, run_jobs
 from predstore.read.store import Store
 
 Balance = Literal["pad", "drop", "none"]
@@ -408,28 +408,18 @@ class _Block:
 
     Touching new memory is slow (and a pass would otherwise allocate its
     whole size again): keys whose rows form one array are decoded straight
-    into the block's arrays, or, when their shards are read in place
-    (stored uncompressed and mapped), not copied at all: the block keeps
-    where each row lies and a batch is gathered straight from the page
-    cache. The others (ragged, strings, nulls) are kept as lists of pieces.
+    into the block's arrays; the others (ragged, strings, nulls) are kept as
+    lists of pieces.
     """
 
     def __init__(self, reader: RowReader, capacity: int) -> None:
-        self.reader, self.count, self.capacity = reader, 0, capacity
+        self.reader, self.count = reader, 0
         self.keys = [*reader.keys, INDEX, *([NAME] if reader.has_names else [])]
         self.arrays: dict[str, NDArray] = {INDEX: np.empty(capacity, np.int64)}
-        self.rows: dict[str, NDArray] = {}  # plain keys: what one row looks like
-        self.mapped: dict[str, tuple[NDArray, dict[int, NDArray]]] = {}  # addresses, windows
         for key in reader.keys:
             plain = reader.plain(key)
-            if plain is None:
-                continue
-            self.rows[key] = np.empty(plain[0], plain[1])
-            if reader.store.schema.keys[key].storage == "zarr":  # in place, if it can be
-                self.mapped[key] = (np.empty(capacity, np.int64), {})
-            else:  # pages are only touched once rows land there
+            if plain is not None:  # pages are only touched once rows land there
                 self.arrays[key] = np.empty((capacity, *plain[0]), plain[1])
-        self._spare: dict[str, NDArray] = {}
         self.pieces: dict[str, list[Any]] = {}
         self._joined: dict[str, Any] | None = None
 
@@ -439,12 +429,9 @@ class _Block:
         for local in chunks:
             at, n = self.count, len(local)
             for key in self.reader.keys:
-                read_in_place = key in self.mapped and key not in self.arrays
-                if read_in_place and not self._locate(key, local, at):
-                    self._copy_instead(key)
                 if key in self.arrays:
                     jobs += self.reader.read_into(key, local, self.arrays[key][at : at + n])
-                elif key not in self.mapped:
+                else:
                     self.pieces.setdefault(key, []).append(self.reader.values(key, local))
             self.arrays[INDEX][at : at + n] = self.reader.index[local]
             if self.reader.has_names:
@@ -452,48 +439,18 @@ class _Block:
             self.count += n
         run_jobs(jobs)
 
-    def _locate(self, key: str, local: NDArray, at: int) -> bool:
-        located = self.reader.row_addresses(key, local)
-        if located is None:
-            return False
-        address, windows = self.mapped[key]
-        address[at : at + len(local)] = located[0]
-        windows.update((id(w), w) for w in located[1])
-        return True
-
-    def _copy_instead(self, key: str) -> None:
-        """Hold ``key``'s rows in an array of the block until it is cleared (some of them are
-        not read in place: an array's last chunk, padded and so compressed, for one)."""
-        row = self.rows[key]
-        array = self._spare.pop(key, None)
-        if array is None:
-            array = np.empty((self.capacity, *row.shape), row.dtype)
-        array[: self.count] = self._gather(key, np.arange(self.count))
-        self.arrays[key] = array
-
-    def _gather(self, key: str, rows: NDArray) -> NDArray:
-        address, windows = self.mapped[key]
-        return gather_mapped(address[rows], list(windows.values()), self.rows[key])
-
     def take(self, rows: NDArray) -> dict[str, Any]:
         """The values of ``rows`` of the block, copied out of it."""
         if self._joined is None:
             self._joined = {k: _concat(p) for k, p in self.pieces.items()}
         joined = self._joined
-        out = {}
-        for k in self.keys:
-            if k in self.arrays:
-                out[k] = self.arrays[k][rows]
-            else:
-                out[k] = self._gather(k, rows) if k in self.mapped else _take(joined[k], rows)
-        return out
+        return {
+            k: self.arrays[k][rows] if k in self.arrays else _take(joined[k], rows)
+            for k in self.keys
+        }
 
     def clear(self) -> None:
         self.count, self.pieces, self._joined = 0, {}, None
-        for key, (_, windows) in self.mapped.items():
-            windows.clear()
-            if key in self.arrays:  # read in place again, the array kept for the next time
-                self._spare[key] = self.arrays.pop(key)
 
 
 def _join(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:

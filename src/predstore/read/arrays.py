@@ -185,26 +185,6 @@ class ArrayReader:
             target[at[chosen]] = window[start[chosen]]
         return left
 
-    def row_addresses(self, positions: NDArray) -> MappedRows | None:
-        """Where the rows at ``positions`` lie in memory, for an array read in place (each
-        chunk checked on first use), and the windows of the files they lie in; ``None`` if
-        any of them is not in a chunk used in place. See :func:`gather_mapped`.
-        """
-        if not len(positions):
-            return np.zeros(0, np.int64), []
-        self._check_bounds(int(positions.min()), int(positions.max()) + 1)
-        length = self.layout.chunk_len
-        chunk_of = positions // length
-        if self._place is None or (self._place[chunk_of, 0] < 0).any():
-            self._chunks(np.unique(chunk_of))  # checks and maps those stored uncompressed
-        if self._place is None or (self._place[chunk_of, 0] < 0).any():
-            return None
-        slot, offset = self._place[chunk_of, 0], self._place[chunk_of, 1]
-        windows = self._windows
-        base = np.array([w.ctypes.data for w in windows], np.int64)
-        address = base[slot] + offset + (positions - chunk_of * length) * windows[0].shape[1]
-        return address, [windows[s] for s in np.unique(slot).tolist()]
-
     def _row_jobs(self, positions: list[int], out: NDArray) -> list[Job]:
         """Jobs decoding chunk ``positions[i]`` (of one row each) into ``out[i]``; the shards'
         indices are looked up once for all of them."""
@@ -404,23 +384,6 @@ def _mapping_of(array: NDArray) -> mmap.mmap | None:
     while isinstance(base, np.ndarray):
         base = base.base
     return base.obj if isinstance(base, memoryview) and isinstance(base.obj, mmap.mmap) else None
-
-
-MappedRows = tuple[NDArray, list[NDArray]]
-"""Rows in mapped shard files: each row's memory address, and the files' windows (every byte
-offset of a file a row) that hold them."""
-
-
-def gather_mapped(address: NDArray, windows: list[NDArray], row: NDArray) -> NDArray:
-    """The rows whose bytes start at ``address`` in ``windows``, each shaped and typed as
-    ``row``, in a new array: one fancy index per shard file instead of one per chunk."""
-    out = np.empty((len(address), *row.shape), row.dtype)
-    target = out.reshape(len(out), row.size).view(np.uint8)
-    for window in windows:
-        base = window.ctypes.data
-        chosen = np.flatnonzero((address >= base) & (address < base + len(window)))
-        target[chosen] = window[address[chosen] - base]
-    return out
 
 
 Job = Callable[[], None]
