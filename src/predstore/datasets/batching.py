@@ -169,7 +169,7 @@ def read_rows(reader: RowReader, local: NDArray) -> dict[str, Any]:
     values = reader.read(local)
     values[INDEX] = reader.index[local]
     if reader.has_names:
-        values[NAME] = np.array(reader.names(local), dtype=object)
+        values[NAME] = reader.name_array(local)
     return values
 
 

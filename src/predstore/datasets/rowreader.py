@@ -246,10 +246,6 @@ class RowReader:
         out[...] = self._fixed(zarr, spec, local)
         return []
 
-    def names(self, local: NDArray) -> list[str | None]:
-        names: list[str | None] = self._name_column().take(pa.array(local)).to_pylist()
-        return names
-
     def name_array(self, local: NDArray) -> NDArray:
         """The names of rows ``local`` as an object array (``None`` for a row without one):
         made in one call, several times faster than a list of them."""
